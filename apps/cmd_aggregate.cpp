@@ -1,0 +1,51 @@
+// `bayesagg aggregate`: solve one aggregation problem in the fixture format.
+#include "commands.h"
+
+#include "bayesagg/core/files.h"
+#include "bayesagg/io/problem.h"
+
+#include <iostream>
+#include <memory>
+#include <string>
+
+namespace bayesagg::cli {
+
+Command add_aggregate(CLI::App& app) {
+  struct Args {
+    std::string problem, out, moments = "mc";
+    int64_t mc_samples = 0;
+    uint64_t seed = 0;
+    int threads = 0;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand(
+      "aggregate",
+      "Solve one BayesAgg-MTL aggregation problem (fixture format) and write its expected block");
+  sub->add_option("--problem", a->problem, "Problem JSON (the fixture format; `expected` ignored)")
+      ->required();
+  sub->add_option("--out", a->out, "Where to write the answers (JSON, written atomically)")
+      ->required();
+  sub->add_option("--mc-samples", a->mc_samples,
+                  "Monte-Carlo samples (default: the problem's hyper.num_mc_samples)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--moments", a->moments,
+                  "Binary-task moments: mc (the reference's sampling) or exact (Stein + "
+                  "Gauss-Hermite); multiclass groups always use mc")
+      ->check(CLI::IsMember({"mc", "exact"}))
+      ->capture_default_str();
+  sub->add_option("--seed", a->seed, "Seed of the Monte-Carlo generator")->capture_default_str();
+  sub->add_option("--threads", a->threads, "Intra-op threads (0 = all cores)")
+      ->capture_default_str();
+  return {sub, [a]() {
+    set_threads(a->threads);
+    const Problem problem = load_problem(a->problem);
+    BayesAggOptions options = options_for(problem);
+    if (a->mc_samples > 0) options.mc_samples(a->mc_samples);
+    options.binary_moments(parse_moment_estimator(a->moments)).seed(a->seed);
+    const ProblemSolution solution = solve_problem(problem, options);
+    write_file_atomic(a->out, solution_json(problem, solution));
+    return 0;
+  }};
+}
+
+}  // namespace bayesagg::cli

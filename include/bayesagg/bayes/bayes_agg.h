@@ -1,0 +1,191 @@
+#pragma once
+/// BayesAgg-MTL: Bayesian uncertainty for gradient aggregation (Achituve et al., ICML 2024).
+///
+/// `BayesAgg` composes the three parts of the method (posterior, moments, aggregation) and owns
+/// the epoch life-cycle of the reference trainers: the (detached) features and labels of every
+/// training batch are collected in preallocated storage, and the full-data posteriors over the
+/// heads are built from the previous epoch's collection at the first step of the next epoch.
+
+#include "bayesagg/bayes/aggregate.h"
+#include "bayesagg/bayes/moments.h"
+#include "bayesagg/bayes/posterior.h"
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <torch/arg.h>
+
+#include <functional>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace torch {
+namespace serialize {
+class OutputArchive;
+class InputArchive;
+}  // namespace serialize
+}  // namespace torch
+
+namespace bayesagg {
+
+/// Labels of a batch, one tensor per task group (layouts as `check_labels`).
+using Labels = std::vector<at::Tensor>;
+
+/// Hyper-parameters of BayesAgg-MTL. Defaults are the embedded benchmarks' (spec: benchmarks.md).
+struct BayesAggOptions {
+  /// Prior variance of regression heads.
+  TORCH_ARG(double, gamma_regression) = 5e-3;
+  /// Prior variance of classification heads.
+  TORCH_ARG(double, gamma_classification) = 5e-3;
+  /// Exponent s of the variance in the weights of regression tasks.
+  TORCH_ARG(double, s_regression) = 0.3;
+  /// Exponent s of the variance in the weights of classification tasks.
+  TORCH_ARG(double, s_classification) = 0.1;
+  /// Monte-Carlo samples per step (multiclass groups; binary groups with `binary_moments = mc`).
+  TORCH_ARG(int64_t, mc_samples) = 1024;
+  /// Samples per Monte-Carlo chunk (0 = automatic, bounded memory).
+  TORCH_ARG(int64_t, mc_chunk) = 0;
+  /// Estimator of binary groups' moments: exact (Stein + Gauss-Hermite) or mc.
+  TORCH_ARG(MomentEstimator, binary_moments) = MomentEstimator::exact;
+  /// Gauss-Hermite points of the exact binary estimator.
+  TORCH_ARG(int64_t, quadrature_points) = 48;
+  /// Seed of the generator that draws every Monte-Carlo sample.
+  TORCH_ARG(uint64_t, seed) = 0;
+  /// Rows per chunk when accumulating full-data statistics.
+  TORCH_ARG(int64_t, chunk_rows) = 4096;
+  /// Cholesky jitter policy.
+  TORCH_ARG(CholeskyOptions, cholesky) = {};
+
+ public:
+
+  /// Prior variance of a group.
+  double gamma(const TaskGroup& g) const {
+    return g.is_classification() ? gamma_classification() : gamma_regression();
+  }
+  /// Exponent of a group.
+  double s(const TaskGroup& g) const {
+    return g.is_classification() ? s_classification() : s_regression();
+  }
+  MomentOptions moment_options() const {
+    return MomentOptions().mc_samples(mc_samples()).mc_chunk(mc_chunk()).quadrature_points(
+        quadrature_points());
+  }
+  /// Throws with a message naming the first invalid value.
+  void validate() const;
+};
+
+/// Prints the options as `BayesAgg(gamma_reg=..., ...)`.
+std::ostream& operator<<(std::ostream& os, const BayesAggOptions& o);
+
+/// What one aggregation produced for one group.
+struct GroupAggregation {
+  /// Gradient mean [B, tasks, d] and tempered variance max(var, 1e-8)^s [B, tasks, d].
+  at::Tensor grad_mean, grad_var;
+  /// Batch posterior (the one the moments come from).
+  GaussianPosterior posterior;
+};
+
+/// The result of one aggregation: per-group parts and dL/dh [B, d] (float64, divided by B).
+struct Aggregation {
+  std::vector<GroupAggregation> groups;
+  at::Tensor dL_dh;
+};
+
+/// Counters a run log can show.
+struct BayesAggStats {
+  int64_t steps = 0;
+  int64_t full_posteriors = 0;
+  /// Cholesky factorisations that needed jitter, and the largest jitter added.
+  int64_t jitter_events = 0;
+  double max_jitter = 0.0;
+};
+
+/// Growable, preallocated storage of an epoch's detached features and labels.
+class EpochStore {
+ public:
+  /// Preallocates room for `rows` examples (more grow the storage geometrically).
+  void reserve(int64_t rows, int64_t dim, const std::vector<TaskGroup>& groups);
+  void append(const at::Tensor& features, const Labels& labels);
+  int64_t size() const { return size_; }
+  /// Views of the first `size()` rows.
+  at::Tensor features() const;
+  Labels labels() const;
+  void clear() { size_ = 0; }
+  /// Copies only the used rows (for checkpoints).
+  void save(torch::serialize::OutputArchive& archive, const std::string& prefix) const;
+  void load(torch::serialize::InputArchive& archive, const std::string& prefix,
+            const std::vector<TaskGroup>& groups);
+
+ private:
+  void grow(int64_t rows);
+  at::Tensor features_;
+  Labels labels_;
+  int64_t size_ = 0;
+};
+
+/// BayesAgg-MTL for a model whose shared representation has `dim` dimensions and whose heads are
+/// `groups` (any mix of regression, binary and multiclass groups, in any order).
+class BayesAgg {
+ public:
+  BayesAgg(std::vector<TaskGroup> groups, int64_t dim, BayesAggOptions options = {});
+
+  const std::vector<TaskGroup>& groups() const { return groups_; }
+  int64_t dim() const { return dim_; }
+  const BayesAggOptions& options() const { return options_; }
+  const BayesAggStats& stats() const { return stats_; }
+
+  // ------------------------------------------------------------ pure computation
+  /// Additive statistics of (features, labels) for every group, expanded at the heads.
+  std::vector<PosteriorStats> statistics(const at::Tensor& features, const Labels& labels,
+                                         const std::vector<Head>& heads) const;
+  /// Full-data posteriors: prior N(0, gamma I) updated with `stats` (from `statistics`, possibly
+  /// summed across processes), expanded at the heads.
+  std::vector<GaussianPosterior> full_data_posteriors(const std::vector<PosteriorStats>& stats,
+                                                      const std::vector<Head>& heads);
+  /// One aggregation: batch posteriors with the full-data posteriors as priors, moments,
+  /// tempered weights and dL/dh. Uses (and advances) the method's generator.
+  Aggregation aggregate(const std::vector<GaussianPosterior>& full_data, const at::Tensor& features,
+                        const Labels& labels, const std::vector<Head>& heads);
+
+  // ------------------------------------------------------------ training life-cycle
+  /// Preallocates the epoch storage for `examples_per_epoch` rows.
+  void reserve(int64_t examples_per_epoch);
+  /// Records a training batch's detached features and labels for the next epoch's posteriors.
+  void observe(const at::Tensor& features, const Labels& labels);
+  /// Ends the epoch: what was observed becomes the data of the next full-data posteriors.
+  void end_epoch();
+  /// The training step. Leaves the ordinary gradient of sum(losses) on the heads' parameters and
+  /// backpropagates the aggregated dL/dh through `representation` (attached to the trunk's
+  /// graph) into the trunk. Builds the full-data posteriors first if this is the epoch's first
+  /// step, and observes the batch. Returns dL/dh (in the representation's dtype).
+  at::Tensor backward(const at::Tensor& losses, const std::vector<Head>& heads,
+                      const at::Tensor& representation, const Labels& labels);
+  /// Sums statistics across processes before the full-data posteriors are solved (data-parallel
+  /// training: pass an all-reduce). Called with every group's statistics.
+  void set_statistics_reducer(std::function<void(std::vector<PosteriorStats>&)> reducer) {
+    reducer_ = std::move(reducer);
+  }
+  /// Full-data posteriors of the current epoch (empty before its first step).
+  const std::vector<GaussianPosterior>& current_full_data_posteriors() const { return full_; }
+
+  /// Saves and restores everything kept between steps: both epochs' collections, the current
+  /// full-data posteriors, the generator state and the counters.
+  void save(torch::serialize::OutputArchive& archive) const;
+  void load(torch::serialize::InputArchive& archive);
+
+ private:
+  void check_batch(const at::Tensor& features, const Labels& labels,
+                   const std::vector<Head>& heads) const;
+  void note_jitter(double jitter, const char* what);
+
+  std::vector<TaskGroup> groups_;
+  int64_t dim_;
+  BayesAggOptions options_;
+  at::Generator generator_;
+  EpochStore current_, previous_;
+  std::vector<GaussianPosterior> full_;
+  BayesAggStats stats_;
+  std::function<void(std::vector<PosteriorStats>&)> reducer_;
+};
+
+}  // namespace bayesagg

@@ -1,0 +1,76 @@
+#pragma once
+/// Moments of the per-example, per-task gradient g = d loss / d h under a head posterior
+/// (spec sections 3 and 4). All results are float64 tensors [B, tasks, d]; `var` is the raw
+/// per-dimension variance (before the clamp and exponent of the aggregation).
+
+#include "bayesagg/bayes/posterior.h"
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <torch/arg.h>
+
+#include <cstdint>
+
+namespace bayesagg {
+
+/// Mean and per-dimension variance of the gradient [B, tasks, d].
+struct GradMoments {
+  at::Tensor mean;
+  at::Tensor var;
+};
+
+/// How classification moments are estimated.
+enum class MomentEstimator {
+  monte_carlo,  ///< sampling the head, the reference's semantics (binary and multiclass)
+  exact,        ///< binary: Stein's lemma + Gauss-Hermite, no sampling noise; multiclass: MC
+};
+/// `mc` / `exact`.
+MomentEstimator parse_moment_estimator(const std::string& name);
+std::string to_string(MomentEstimator estimator);
+
+/// Options of the classification moment estimators.
+struct MomentOptions {
+  /// Monte-Carlo samples of the head per step.
+  TORCH_ARG(int64_t, mc_samples) = 1024;
+  /// Samples processed at once; 0 picks a chunk that keeps the working set near 32 MiB. Memory does
+  /// not grow with `mc_samples`.
+  TORCH_ARG(int64_t, mc_chunk) = 0;
+  /// Gauss-Hermite points of the exact binary estimator.
+  TORCH_ARG(int64_t, quadrature_points) = 48;
+};
+
+/// Regression, closed form: with r = m^T h - y, c = S h, q = h^T S h,
+/// E[g] = 2 (c + r m), Var[g_j] = 4 ((r^2 + q) S_jj + q m_j^2 + 2 r m_j c_j + c_j^2).
+/// O(B o d^2) time (one GEMM H S), O(B o d) memory.
+GradMoments regression_moments(const GaussianPosterior& posterior, const at::Tensor& features,
+                               const at::Tensor& labels);
+
+/// Binary tasks by Monte Carlo: g = w_k (sigmoid(w_k^T h + b_k) - y_k) with [w_k, b_k] sampled from
+/// each task's block; mean and biased variance over the samples, streamed over sample chunks.
+GradMoments binary_moments_mc(const GaussianPosterior& posterior, const at::Tensor& features,
+                              const at::Tensor& labels, const MomentOptions& options,
+                              at::Generator& generator);
+
+/// Binary tasks, exact up to quadrature: a = phi^T h~ ~ N(m_a, v_a), c = (S h~)[:d],
+/// E[g_j] = m_j E[f] + c_j E[f'],
+/// E[g_j^2] = E[(m_j + c_j (a - m_a) / v_a)^2 f^2] + (S_jj - c_j^2 / v_a) E[f^2].
+GradMoments binary_moments_exact(const GaussianPosterior& posterior, const at::Tensor& features,
+                                 const at::Tensor& labels, const MomentOptions& options);
+
+/// Multiclass by Monte Carlo: g = W^T (softmax(W h + b) - e_c) with [W, b] sampled jointly;
+/// one task per group ([B, 1, d]), streamed over sample chunks.
+GradMoments multiclass_moments_mc(const GaussianPosterior& posterior, const at::Tensor& features,
+                                  const at::Tensor& labels, const MomentOptions& options,
+                                  at::Generator& generator);
+
+/// Dispatches on the group type and estimator.
+GradMoments gradient_moments(const TaskGroup& group, const GaussianPosterior& posterior,
+                             const at::Tensor& features, const at::Tensor& labels,
+                             MomentEstimator estimator, const MomentOptions& options,
+                             at::Generator& generator);
+
+/// Draws `n` samples [n, blocks, p] from N(mean_b, precision_b^-1) for each block b (classification
+/// layouts), through `generator`.
+at::Tensor sample_posterior(const GaussianPosterior& posterior, int64_t n, at::Generator& generator);
+
+}  // namespace bayesagg

@@ -1,0 +1,74 @@
+#pragma once
+/// Gaussian posteriors over a group's linear head (spec sections 2 and 4).
+///
+/// Every posterior is built in two steps so that data-parallel training can sum the data part
+/// across processes before solving:
+///   1. `posterior_stats`: sums over examples (curvature and right-hand side), additive;
+///   2. `posterior_update`: prior + statistics -> posterior (float64 Cholesky).
+///
+/// Parameter layouts (p = size of one block):
+///   regression  p = d (no bias), one precision block shared by the o outputs, mean [o, d];
+///   binary      p = d + 1 ([w_k, b_k]), o independent blocks, mean [o, d + 1];
+///   multiclass  p = K (d + 1) (rows [w_k, b_k] row-major), one block, mean [1, K (d + 1)].
+
+#include "bayesagg/core/linalg.h"
+#include "bayesagg/core/task_group.h"
+
+#include <ATen/core/Tensor.h>
+
+namespace bayesagg {
+
+/// A Gaussian N(mean, precision^-1) over a group's head, stored by its precision.
+struct GaussianPosterior {
+  /// [n, p]: one row per output (regression) or per block (classification). Float64.
+  at::Tensor mean;
+  /// [blocks, p, p], blocks = 1 (regression, multiclass) or o (binary). Float64.
+  at::Tensor precision;
+  /// Lower Cholesky factor of `precision`, same shape.
+  at::Tensor cholesky;
+  /// Jitter that had to be added to the precision's diagonal to factorise it (0 if none).
+  double jitter = 0.0;
+
+  /// Covariance blocks precision^-1 [blocks, p, p] (from the Cholesky factor).
+  at::Tensor covariance() const;
+  /// Diagonal of the covariance [blocks, p].
+  at::Tensor covariance_diagonal() const;
+  bool defined() const { return mean.defined(); }
+};
+
+/// Additive sufficient statistics of a batch (sums over its examples).
+///   regression:     curvature = H^T H [1, d, d],  rhs = H^T Y [d, o]
+///   classification: curvature = sum_i J_i^T H_i J_i [blocks, p, p] (GGN),
+///                   rhs = sum_i J_i^T (p_i - y_i) [n, p] (gradient of the summed loss at phi)
+struct PosteriorStats {
+  at::Tensor curvature;
+  at::Tensor rhs;
+  int64_t count = 0;
+  /// Adds another batch's statistics in place (same group, same phi).
+  void add_(const PosteriorStats& other);
+};
+
+/// Head parameters as the posterior's layout expects them: regression [o, d] (weight only),
+/// binary [o, d + 1], multiclass [1, K (d + 1)]; float64.
+at::Tensor head_parameters(const TaskGroup& group, const Head& head);
+
+/// The prior N(0, gamma I) of a group whose representation has `dim` dimensions.
+GaussianPosterior isotropic_prior(const TaskGroup& group, int64_t dim, double gamma);
+
+/// Statistics of the examples (`features` [N, d], `labels` as `check_labels`). `phi` (from
+/// `head_parameters`) is the expansion point of classification groups and unused for regression.
+/// Works through the rows in chunks of `chunk_rows` so that memory stays bounded for any N; GGN
+/// blocks are accumulated as weighted GEMMs, never via per-example Jacobians.
+PosteriorStats posterior_stats(const TaskGroup& group, const at::Tensor& features,
+                               const at::Tensor& labels, const at::Tensor& phi,
+                               int64_t chunk_rows = 4096);
+
+/// Posterior given `prior` and the data statistics:
+///   regression:     Lambda = Lambda0 + H^T H,  M = Lambda^-1 (Lambda0 M0 + H^T Y)   (exact)
+///   classification: Lambda = Lambda0 + GGN,    M = phi - Lambda^-1 (g + Lambda0 (phi - M0))
+///                   (one Newton step around phi).
+GaussianPosterior posterior_update(const TaskGroup& group, const GaussianPosterior& prior,
+                                   const PosteriorStats& stats, const at::Tensor& phi,
+                                   const CholeskyOptions& cholesky = {});
+
+}  // namespace bayesagg

@@ -1,0 +1,241 @@
+#include "bayesagg/bayes/bayes_agg.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/util/Exception.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <ostream>
+
+namespace bayesagg {
+
+void BayesAggOptions::validate() const {
+  TORCH_CHECK(gamma_regression() > 0, "gamma_regression must be > 0, got ", gamma_regression());
+  TORCH_CHECK(gamma_classification() > 0, "gamma_classification must be > 0, got ",
+              gamma_classification());
+  TORCH_CHECK(s_regression() >= 0, "s_regression must be >= 0, got ", s_regression());
+  TORCH_CHECK(s_classification() >= 0, "s_classification must be >= 0, got ",
+              s_classification());
+  TORCH_CHECK(mc_samples() >= 2, "mc_samples must be >= 2, got ", mc_samples());
+  TORCH_CHECK(mc_chunk() >= 0, "mc_chunk must be >= 0 (0 = automatic), got ", mc_chunk());
+  TORCH_CHECK(quadrature_points() >= 2 && quadrature_points() <= 200,
+              "quadrature_points must be in [2, 200], got ", quadrature_points());
+  TORCH_CHECK(chunk_rows() >= 1, "chunk_rows must be >= 1, got ", chunk_rows());
+}
+
+std::ostream& operator<<(std::ostream& os, const BayesAggOptions& o) {
+  return os << "BayesAgg(gamma_reg=" << o.gamma_regression()
+            << ", gamma_cls=" << o.gamma_classification() << ", s_reg=" << o.s_regression()
+            << ", s_cls=" << o.s_classification() << ", mc_samples=" << o.mc_samples()
+            << ", binary_moments=" << to_string(o.binary_moments())
+            << ", quadrature_points=" << o.quadrature_points() << ", seed=" << o.seed() << ")";
+}
+
+// ---------------------------------------------------------------- EpochStore
+
+void EpochStore::reserve(int64_t rows, int64_t dim, const std::vector<TaskGroup>& groups) {
+  TORCH_CHECK(rows >= 0, "cannot reserve ", rows, " rows");
+  if (!features_.defined()) {
+    features_ = at::empty({rows, dim}, at::kFloat);
+    labels_.clear();
+    for (const auto& g : groups) {
+      labels_.push_back(g.type == GroupType::multiclass ? at::empty({rows}, at::kLong)
+                                                        : at::empty({rows, g.outputs}, at::kFloat));
+    }
+    size_ = 0;
+  } else if (rows > features_.size(0)) {
+    grow(rows);
+  }
+}
+
+void EpochStore::grow(int64_t rows) {
+  auto enlarge = [&](const at::Tensor& t) {
+    auto sizes = t.sizes().vec();
+    sizes[0] = rows;
+    at::Tensor bigger = at::empty(sizes, t.options());
+    bigger.narrow(0, 0, size_).copy_(t.narrow(0, 0, size_));
+    return bigger;
+  };
+  features_ = enlarge(features_);
+  for (auto& l : labels_) l = enlarge(l);
+}
+
+void EpochStore::append(const at::Tensor& features, const Labels& labels) {
+  TORCH_CHECK(features_.defined(), "EpochStore::append before reserve");
+  const int64_t b = features.size(0);
+  if (size_ + b > features_.size(0)) grow(std::max<int64_t>(2 * features_.size(0), size_ + b));
+  features_.narrow(0, size_, b).copy_(features.detach());
+  for (size_t g = 0; g < labels_.size(); ++g) labels_[g].narrow(0, size_, b).copy_(labels[g]);
+  size_ += b;
+}
+
+at::Tensor EpochStore::features() const { return features_.narrow(0, 0, size_); }
+
+Labels EpochStore::labels() const {
+  Labels out;
+  for (const auto& l : labels_) out.push_back(l.narrow(0, 0, size_));
+  return out;
+}
+
+// ---------------------------------------------------------------- BayesAgg
+
+BayesAgg::BayesAgg(std::vector<TaskGroup> groups, int64_t dim, BayesAggOptions options)
+    : groups_(std::move(groups)), dim_(dim), options_(std::move(options)) {
+  TORCH_CHECK(!groups_.empty(), "BayesAgg needs at least one task group");
+  TORCH_CHECK(dim_ >= 1, "representation dimension must be >= 1, got ", dim_);
+  options_.validate();
+  generator_ = at::make_generator<at::CPUGeneratorImpl>(options_.seed());
+  reserve(0);
+}
+
+void BayesAgg::check_batch(const at::Tensor& features, const Labels& labels,
+                           const std::vector<Head>& heads) const {
+  TORCH_CHECK(features.dim() == 2 && features.size(1) == dim_, "representation must be [B, ",
+              dim_, "], got ", features.sizes());
+  TORCH_CHECK(labels.size() == groups_.size(), "expected labels for ", groups_.size(),
+              " groups, got ", labels.size());
+  TORCH_CHECK(heads.size() == groups_.size(), "expected ", groups_.size(), " heads, got ",
+              heads.size());
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    TORCH_CHECK(heads[g].weight.defined() && heads[g].weight.dim() == 2 &&
+                    heads[g].weight.size(0) == groups_[g].head_rows() &&
+                    heads[g].weight.size(1) == dim_,
+                "head of group ", g, " (", groups_[g].str(), ") must be [", groups_[g].head_rows(),
+                ", ", dim_, "]");
+  }
+}
+
+void BayesAgg::note_jitter(double jitter, const char* what) {
+  if (jitter <= 0) return;
+  if (stats_.jitter_events == 0) {
+    TORCH_WARN("BayesAgg: the ", what, " precision needed Cholesky jitter ", jitter,
+               " to factorise (counted in stats().jitter_events)");
+  }
+  ++stats_.jitter_events;
+  stats_.max_jitter = std::max(stats_.max_jitter, jitter);
+}
+
+std::vector<PosteriorStats> BayesAgg::statistics(const at::Tensor& features, const Labels& labels,
+                                                 const std::vector<Head>& heads) const {
+  at::NoGradGuard no_grad;
+  std::vector<PosteriorStats> out;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    out.push_back(posterior_stats(groups_[g], features, labels[g],
+                                  head_parameters(groups_[g], heads[g]), options_.chunk_rows()));
+  }
+  return out;
+}
+
+std::vector<GaussianPosterior> BayesAgg::full_data_posteriors(
+    const std::vector<PosteriorStats>& stats, const std::vector<Head>& heads) {
+  TORCH_CHECK(stats.size() == groups_.size(), "expected statistics for ", groups_.size(),
+              " groups, got ", stats.size());
+  at::NoGradGuard no_grad;
+  std::vector<GaussianPosterior> out;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const GaussianPosterior prior = isotropic_prior(groups_[g], dim_, options_.gamma(groups_[g]));
+    out.push_back(posterior_update(groups_[g], prior, stats[g],
+                                   head_parameters(groups_[g], heads[g]), options_.cholesky()));
+    note_jitter(out.back().jitter, "full-data");
+  }
+  ++stats_.full_posteriors;
+  return out;
+}
+
+Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
+                                const at::Tensor& features, const Labels& labels,
+                                const std::vector<Head>& heads) {
+  check_batch(features, labels, heads);
+  TORCH_CHECK(full_data.size() == groups_.size(), "expected ", groups_.size(),
+              " full-data posteriors, got ", full_data.size());
+  at::NoGradGuard no_grad;
+  const at::Tensor h = features.detach().to(at::kDouble);
+  const MomentOptions mopts = options_.moment_options();
+  Aggregation out;
+  std::vector<at::Tensor> means, vars;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const TaskGroup& group = groups_[g];
+    const at::Tensor phi = head_parameters(group, heads[g]);
+    const PosteriorStats st = posterior_stats(group, h, labels[g], phi, options_.chunk_rows());
+    GroupAggregation ga;
+    ga.posterior = posterior_update(group, full_data[g], st, phi, options_.cholesky());
+    note_jitter(ga.posterior.jitter, "batch");
+    const GradMoments m = gradient_moments(group, ga.posterior, h, labels[g],
+                                           options_.binary_moments(), mopts, generator_);
+    ga.grad_mean = m.mean;
+    ga.grad_var = tempered_variance(m.var, options_.s(group));
+    means.push_back(ga.grad_mean);
+    vars.push_back(ga.grad_var);
+    out.groups.push_back(std::move(ga));
+  }
+  out.dL_dh = bayesagg::aggregate(means, vars);
+  return out;
+}
+
+void BayesAgg::reserve(int64_t examples_per_epoch) {
+  current_.reserve(examples_per_epoch, dim_, groups_);
+  previous_.reserve(0, dim_, groups_);
+}
+
+void BayesAgg::observe(const at::Tensor& features, const Labels& labels) {
+  TORCH_CHECK(features.dim() == 2 && features.size(1) == dim_, "representation must be [B, ",
+              dim_, "], got ", features.sizes());
+  TORCH_CHECK(labels.size() == groups_.size(), "expected labels for ", groups_.size(),
+              " groups, got ", labels.size());
+  current_.append(features.detach(), labels);
+}
+
+void BayesAgg::end_epoch() {
+  std::swap(current_, previous_);
+  current_.clear();
+  // The next epoch's storage should hold at least as many rows as this one did.
+  current_.reserve(previous_.size(), dim_, groups_);
+  full_.clear();
+}
+
+at::Tensor BayesAgg::backward(const at::Tensor& losses, const std::vector<Head>& heads,
+                              const at::Tensor& representation, const Labels& labels) {
+  check_batch(representation, labels, heads);
+  TORCH_CHECK(representation.requires_grad(),
+              "BayesAgg::backward: the representation must be attached to the trunk's graph");
+  // 1. Heads: the ordinary gradient of the summed task losses.
+  std::vector<at::Tensor> params;
+  for (const auto& head : heads) {
+    for (const auto& p : {head.weight, head.bias}) {
+      if (p.defined() && p.requires_grad()) params.push_back(p);
+    }
+  }
+  if (!params.empty()) {
+    const auto grads = torch::autograd::grad({losses.sum()}, params, {}, /*retain_graph=*/true,
+                                             /*create_graph=*/false, /*allow_unused=*/true);
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (!grads[i].defined()) continue;
+      at::Tensor& g = params[i].mutable_grad();
+      if (g.defined()) {
+        g.add_(grads[i]);
+      } else {
+        g = grads[i].clone();
+      }
+    }
+  }
+  // 2. Full-data posteriors at the first step of the epoch.
+  const at::Tensor h = representation.detach();
+  if (full_.empty()) {
+    if (previous_.size() == 0) {
+      TORCH_WARN("BayesAgg: no features were collected in a previous epoch; the first epoch's "
+                 "full-data posteriors are the priors N(0, gamma I). Use at least one "
+                 "linear-scalarisation warm-up epoch to avoid this.");
+    }
+    auto st = statistics(previous_.features(), previous_.labels(), heads);
+    if (reducer_) reducer_(st);
+    full_ = full_data_posteriors(st, heads);
+  }
+  // 3. The trunk: dL/dh.
+  const at::Tensor dl_dh = aggregate(full_, h, labels, heads).dL_dh.to(representation.dtype());
+  representation.backward(dl_dh);
+  observe(h, labels);
+  ++stats_.steps;
+  return dl_dh;
+}
+
+}  // namespace bayesagg

@@ -1,0 +1,88 @@
+// Checkpointing of BayesAgg's state (kept apart: the archive headers are heavy).
+#include "bayesagg/bayes/bayes_agg.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/serialize/archive.h>
+
+namespace bayesagg {
+namespace {
+
+at::Tensor scalar(double v) { return at::full({}, v, at::kDouble); }
+at::Tensor scalar(int64_t v) { return at::full({}, v, at::kLong); }
+
+at::Tensor read(torch::serialize::InputArchive& a, const std::string& key) {
+  at::Tensor t;
+  TORCH_CHECK(a.try_read(key, t), "BayesAgg checkpoint has no entry '", key, "'");
+  return t;
+}
+
+}  // namespace
+
+void EpochStore::save(torch::serialize::OutputArchive& a, const std::string& prefix) const {
+  a.write(prefix + ".features", features().clone());
+  const Labels ls = labels();
+  for (size_t g = 0; g < ls.size(); ++g) {
+    a.write(prefix + ".labels." + std::to_string(g), ls[g].clone());
+  }
+}
+
+void EpochStore::load(torch::serialize::InputArchive& a, const std::string& prefix,
+                      const std::vector<TaskGroup>& groups) {
+  const at::Tensor f = read(a, prefix + ".features");
+  features_ = at::Tensor();
+  reserve(f.size(0), f.size(1), groups);
+  Labels ls;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    ls.push_back(read(a, prefix + ".labels." + std::to_string(g)));
+  }
+  append(f, ls);
+}
+
+void BayesAgg::save(torch::serialize::OutputArchive& a) const {
+  a.write("bayesagg.dim", scalar(dim_));
+  a.write("bayesagg.groups", scalar(static_cast<int64_t>(groups_.size())));
+  a.write("bayesagg.generator", generator_.get_state());
+  a.write("bayesagg.steps", scalar(stats_.steps));
+  a.write("bayesagg.full_posteriors", scalar(stats_.full_posteriors));
+  a.write("bayesagg.jitter_events", scalar(stats_.jitter_events));
+  a.write("bayesagg.max_jitter", scalar(stats_.max_jitter));
+  current_.save(a, "bayesagg.current");
+  previous_.save(a, "bayesagg.previous");
+  a.write("bayesagg.has_full", scalar(static_cast<int64_t>(full_.size())));
+  for (size_t g = 0; g < full_.size(); ++g) {
+    const std::string p = "bayesagg.full." + std::to_string(g);
+    a.write(p + ".mean", full_[g].mean);
+    a.write(p + ".precision", full_[g].precision);
+    a.write(p + ".cholesky", full_[g].cholesky);
+    a.write(p + ".jitter", scalar(full_[g].jitter));
+  }
+}
+
+void BayesAgg::load(torch::serialize::InputArchive& a) {
+  const int64_t dim = read(a, "bayesagg.dim").item<int64_t>();
+  const int64_t ng = read(a, "bayesagg.groups").item<int64_t>();
+  TORCH_CHECK(dim == dim_ && ng == static_cast<int64_t>(groups_.size()),
+              "BayesAgg checkpoint is for dim ", dim, " and ", ng, " groups, but this method has dim ",
+              dim_, " and ", groups_.size(), " groups");
+  generator_.set_state(read(a, "bayesagg.generator"));
+  stats_.steps = read(a, "bayesagg.steps").item<int64_t>();
+  stats_.full_posteriors = read(a, "bayesagg.full_posteriors").item<int64_t>();
+  stats_.jitter_events = read(a, "bayesagg.jitter_events").item<int64_t>();
+  stats_.max_jitter = read(a, "bayesagg.max_jitter").item<double>();
+  current_.load(a, "bayesagg.current", groups_);
+  previous_.load(a, "bayesagg.previous", groups_);
+  full_.clear();
+  const int64_t nf = read(a, "bayesagg.has_full").item<int64_t>();
+  for (int64_t g = 0; g < nf; ++g) {
+    const std::string p = "bayesagg.full." + std::to_string(g);
+    GaussianPosterior post;
+    post.mean = read(a, p + ".mean");
+    post.precision = read(a, p + ".precision");
+    post.cholesky = read(a, p + ".cholesky");
+    post.jitter = read(a, p + ".jitter").item<double>();
+    full_.push_back(post);
+  }
+}
+
+}  // namespace bayesagg
