@@ -13,14 +13,14 @@ CholeskyResult safe_cholesky(const at::Tensor& a, const char* what,
               ": Cholesky needs square matrices, got shape ", a.sizes());
   TORCH_CHECK(options.max_tries() >= 0 && options.initial_jitter() > 0 && options.growth() > 1,
               "invalid CholeskyOptions");
+  TORCH_CHECK(at::isfinite(a).all().item<bool>(), what,
+              ": matrix has non-finite entries; cannot factorise it");
   CholeskyResult result;
   auto [factor, info] = at::linalg_cholesky_ex(a, /*upper=*/false, /*check_errors=*/false);
   if (info.eq(0).all().item<bool>()) {
     result.factor = factor;
     return result;
   }
-  TORCH_CHECK(at::isfinite(a).all().item<bool>(), what,
-              ": matrix has non-finite entries; cannot factorise it");
   // Scale of the jitter: the mean diagonal of each block.
   const at::Tensor scale = a.diagonal(0, -2, -1).abs().mean(-1).clamp_min(1e-300);
   const int64_t p = a.size(-1);

@@ -103,6 +103,9 @@ Problem parse_problem(const std::string& text) {
     root = json::parse(text);
   } catch (const json::parse_error& e) {
     TORCH_CHECK(false, "not valid JSON: ", e.what());
+  } catch (const json::exception& e) {
+    // e.g. a number that overflows to infinity ("1e999"): JSON numbers must be finite.
+    TORCH_CHECK(false, "not valid JSON (numbers must be finite): ", e.what());
   }
   TORCH_CHECK(root.is_object(), "problem: expected a JSON object at the top level");
   Problem p;

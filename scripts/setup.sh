@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what bayesagg needs from Debian 12's packages and builds it into build/.
+# Safe to run again: packages already present are not reinstalled, the build is incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential cmake ccache pkg-config
+  libtorch-dev libopenblas0-openmp          # LibTorch 1.13 (CPU) on OpenBLAS with OpenMP threads
+  nlohmann-json3-dev libcli11-dev zlib1g-dev
+  libgtest-dev libbenchmark-dev
+  dataset-fashion-mnist                      # the embedded benchmarks' data
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || true)
+case "$blas" in
+  *openblas-openmp*) ;;
+  *) echo "setup: warning: BLAS is '$blas', not OpenBLAS (OpenMP); LibTorch will be much slower." \
+          "Run: update-alternatives --config libblas.so.3-x86_64-linux-gnu" >&2 ;;
+esac
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j2

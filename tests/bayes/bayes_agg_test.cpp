@@ -1,0 +1,181 @@
+#include "bayesagg/bayes/bayes_agg.h"
+#include "bayesagg/core/losses.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/serialize/archive.h>
+
+#include <sstream>
+
+using namespace bayesagg;
+
+namespace {
+
+at::Generator gen(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+
+/// A tiny model: h = elu(x A^T) with A [d, 3]; mixed heads.
+struct Model {
+  std::vector<TaskGroup> groups{TaskGroup(GroupType::regression, 2),
+                                TaskGroup(GroupType::binary, 2),
+                                TaskGroup(GroupType::multiclass, 3)};
+  at::Tensor a;
+  std::vector<Head> heads;
+  explicit Model(uint64_t seed, int64_t d = 4) {
+    auto r = gen(seed);
+    a = (at::randn({d, 3}, r, at::kFloat) * 0.5).requires_grad_();
+    for (const auto& g : groups) {
+      heads.push_back({(at::randn({g.head_rows(), d}, r, at::kFloat) * 0.3).requires_grad_(),
+                       at::zeros({g.head_rows()}, at::kFloat).requires_grad_()});
+    }
+  }
+  at::Tensor forward(const at::Tensor& x) const { return at::elu(at::matmul(x, a.t())); }
+  at::Tensor losses(const at::Tensor& h, const Labels& y) const {
+    std::vector<at::Tensor> l;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      l.push_back(task_losses(groups[g], head_forward(heads[g], h), y[g]));
+    }
+    return at::cat(l);
+  }
+};
+
+struct Batch {
+  at::Tensor x;
+  Labels y;
+};
+
+Batch make_batch(int64_t b, uint64_t seed) {
+  auto r = gen(seed);
+  return {at::randn({b, 3}, r, at::kFloat),
+          {at::randn({b, 2}, r, at::kFloat), at::bernoulli(at::full({b, 2}, 0.5), r),
+           at::randint(3, {b}, r, at::kLong)}};
+}
+
+std::vector<Head> detached(const std::vector<Head>& heads) {
+  std::vector<Head> out;
+  for (const auto& h : heads) out.push_back({h.weight.detach(), h.bias.detach()});
+  return out;
+}
+
+BayesAggOptions small_options() { return BayesAggOptions().mc_samples(256).seed(9); }
+
+}  // namespace
+
+TEST(BayesAgg, ValidatesOptionsAtConstruction) {
+  const std::vector<TaskGroup> g{TaskGroup(GroupType::binary, 2)};
+  EXPECT_THROW(BayesAgg(g, 4, BayesAggOptions().gamma_classification(-1)), c10::Error);
+  EXPECT_THROW(BayesAgg(g, 4, BayesAggOptions().mc_samples(1)), c10::Error);
+  EXPECT_THROW(BayesAgg({}, 4), c10::Error);
+  EXPECT_THROW(BayesAgg(g, 0), c10::Error);
+}
+
+TEST(BayesAgg, BackwardGivesHeadsTheirOrdinaryGradientAndTheTrunkDLdh) {
+  Model model(1);
+  BayesAgg agg(model.groups, 4, small_options());
+  const Batch warm = make_batch(32, 2), batch = make_batch(8, 3);
+  agg.observe(model.forward(warm.x).detach(), warm.y);
+  agg.end_epoch();
+
+  const at::Tensor h = model.forward(batch.x);
+  const at::Tensor losses = model.losses(h, batch.y);
+  // What the heads should get: the gradient of the summed losses.
+  std::vector<at::Tensor> head_params;
+  for (const auto& hd : model.heads) {
+    head_params.push_back(hd.weight);
+    head_params.push_back(hd.bias);
+  }
+  const auto expected = torch::autograd::grad({losses.sum()}, head_params, {}, true);
+  // What the trunk should get: dL/dh from a twin with the same generator state.
+  BayesAgg twin(model.groups, 4, small_options());
+  twin.observe(model.forward(warm.x).detach(), warm.y);
+  twin.end_epoch();
+  const auto full = twin.full_data_posteriors(
+      twin.statistics(model.forward(warm.x).detach(), warm.y, detached(model.heads)),
+      detached(model.heads));
+  const at::Tensor want_dh =
+      twin.aggregate(full, h.detach(), batch.y, detached(model.heads)).dL_dh.to(at::kFloat);
+
+  const at::Tensor dh = agg.backward(losses, model.heads, h, batch.y);
+  EXPECT_LT((dh - want_dh).abs().max().item<double>(), 1e-7);
+  for (size_t i = 0; i < head_params.size(); ++i) {
+    EXPECT_LT((head_params[i].grad() - expected[i]).abs().max().item<double>(), 1e-6) << i;
+  }
+  // h = elu(x A^T): dL/dA = (dh * elu'(x A^T))^T x
+  const at::Tensor pre = at::matmul(batch.x, model.a.detach().t());
+  const at::Tensor elu_grad = at::where(pre > 0, at::ones_like(pre), at::exp(pre));
+  const at::Tensor want_a = at::matmul((dh * elu_grad).t(), batch.x);
+  EXPECT_LT((model.a.grad() - want_a).abs().max().item<double>(), 1e-6);
+  EXPECT_EQ(agg.stats().steps, 1);
+}
+
+TEST(BayesAgg, FullDataPosteriorsComeFromThePreviousEpoch) {
+  Model model(4);
+  BayesAgg agg(model.groups, 4, small_options());
+  agg.reserve(10);  // smaller than the epoch: storage must grow
+  std::vector<at::Tensor> hs;
+  Labels ys(3);
+  for (int s = 0; s < 3; ++s) {
+    const Batch b = make_batch(8, 10 + s);
+    const at::Tensor h = model.forward(b.x).detach();
+    agg.observe(h, b.y);
+    hs.push_back(h);
+    for (int g = 0; g < 3; ++g) ys[g] = ys[g].defined() ? at::cat({ys[g], b.y[g]}) : b.y[g];
+  }
+  agg.end_epoch();
+  const Batch b = make_batch(8, 20);
+  const at::Tensor h = model.forward(b.x);
+  agg.backward(model.losses(h, b.y), model.heads, h, b.y);
+  const auto want = agg.full_data_posteriors(
+      agg.statistics(at::cat(hs), ys, detached(model.heads)), detached(model.heads));
+  ASSERT_EQ(agg.current_full_data_posteriors().size(), 3u);
+  for (size_t g = 0; g < 3; ++g) {
+    EXPECT_LT((agg.current_full_data_posteriors()[g].mean - want[g].mean).abs().max().item<double>(),
+              1e-9);
+  }
+}
+
+TEST(BayesAgg, SaveAndLoadContinueIdentically) {
+  Model model(5);
+  BayesAgg agg(model.groups, 4, small_options());
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    for (int s = 0; s < 2; ++s) {
+      const Batch b = make_batch(8, 100 + 10 * epoch + s);
+      const at::Tensor h = model.forward(b.x);
+      if (epoch == 0) {
+        agg.observe(h.detach(), b.y);
+      } else {
+        agg.backward(model.losses(h, b.y), model.heads, h, b.y);
+      }
+    }
+    if (epoch == 0) agg.end_epoch();
+  }
+  std::stringstream buffer;
+  {
+    torch::serialize::OutputArchive out;
+    agg.save(out);
+    out.save_to(buffer);
+  }
+  BayesAgg restored(model.groups, 4, small_options().seed(123));  // seed must be overwritten
+  {
+    torch::serialize::InputArchive in;
+    in.load_from(buffer);
+    restored.load(in);
+  }
+  EXPECT_EQ(restored.stats().steps, agg.stats().steps);
+  const Batch b = make_batch(8, 200);
+  const at::Tensor h = model.forward(b.x).detach();
+  const auto heads = detached(model.heads);
+  const at::Tensor a = agg.aggregate(agg.current_full_data_posteriors(), h, b.y, heads).dL_dh;
+  const at::Tensor r =
+      restored.aggregate(restored.current_full_data_posteriors(), h, b.y, heads).dL_dh;
+  EXPECT_TRUE(at::equal(a, r));
+  // The next epoch's posteriors use what both collected.
+  agg.end_epoch();
+  restored.end_epoch();
+  const at::Tensor h2 = model.forward(b.x);
+  const at::Tensor d1 = agg.backward(model.losses(h2, b.y), model.heads, h2, b.y);
+  const at::Tensor h3 = model.forward(b.x);
+  const at::Tensor d2 = restored.backward(model.losses(h3, b.y), model.heads, h3, b.y);
+  EXPECT_TRUE(at::equal(d1, d2));
+}
