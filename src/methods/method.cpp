@@ -1,0 +1,55 @@
+#include "bayesagg/methods/method.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <sstream>
+
+namespace bayesagg {
+
+void LinearScalarization::backward(Step& step) {
+  TORCH_CHECK(step.losses.defined(), "ls: the step has no losses");
+  step.losses.sum().backward();
+}
+
+BayesAggMethod::BayesAggMethod(std::vector<TaskGroup> groups, int64_t dim, BayesAggOptions options,
+                               int64_t ls_epochs)
+    : agg_(std::move(groups), dim, std::move(options)), ls_epochs_(ls_epochs) {
+  TORCH_CHECK(ls_epochs >= 0, "ls_epochs must be >= 0, got ", ls_epochs);
+}
+
+std::string BayesAggMethod::describe() const {
+  std::ostringstream os;
+  os << agg_.options() << " with " << ls_epochs_ << " linear-scalarisation warm-up epoch(s)";
+  return os.str();
+}
+
+void BayesAggMethod::backward(Step& step) {
+  TORCH_CHECK(step.representation.defined() && step.heads.size() == agg_.groups().size(),
+              "bayesagg: the step needs the representation and one head per task group");
+  if (epoch_ < ls_epochs_) {
+    step.losses.sum().backward();
+    agg_.observe(step.representation.detach(), step.labels);
+    diagnostics_ = {{"warmup", 1.0}};
+    return;
+  }
+  const at::Tensor dh = agg_.backward(step.losses, step.heads, step.representation, step.labels);
+  diagnostics_ = {{"warmup", 0.0},
+                  {"dL_dh_norm", dh.norm().item<double>()},
+                  {"jitter_events", static_cast<double>(agg_.stats().jitter_events)}};
+}
+
+std::vector<std::string> method_names() { return {"ls", "bayesagg"}; }
+
+std::unique_ptr<Method> make_method(const std::string& name, const std::vector<TaskGroup>& groups,
+                                    int64_t dim, const MethodConfig& config) {
+  if (name == "ls") return std::make_unique<LinearScalarization>();
+  if (name == "bayesagg") {
+    return std::make_unique<BayesAggMethod>(groups, dim, config.bayesagg, config.ls_epochs);
+  }
+  std::string known;
+  for (const auto& n : method_names()) known += (known.empty() ? "" : ", ") + n;
+  TORCH_CHECK(false, "unknown method '", name, "' (known: ", known, ")");
+}
+
+}  // namespace bayesagg
