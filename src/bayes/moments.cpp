@@ -12,16 +12,14 @@ at::Tensor with_bias_column(const at::Tensor& h) {
   return at::cat({h, at::ones({h.size(0), 1}, h.options())}, 1);
 }
 
-/// Samples [blocks, p, n] from each block's N(mean, precision^-1): mean + L^-T z.
-at::Tensor sample_blocks(const GaussianPosterior& post, int64_t n, at::Generator& gen) {
-  const int64_t nb = post.cholesky.size(0), p = post.cholesky.size(1);
-  TORCH_CHECK(post.mean.size(0) == nb, "sampling needs one mean row per block");
-  // Normals are drawn in float32 (LibTorch's vectorised path, ~10x faster than float64) and
-  // widened: their rounding (2^-24) is far below any Monte-Carlo error.
-  const at::Tensor z = at::randn({nb, p, n}, gen, at::TensorOptions().dtype(at::kFloat)).to(at::kDouble);
-  const at::Tensor x = at::linalg_solve_triangular(post.cholesky.transpose(-2, -1), z,
-                                                   /*upper=*/true);
-  return x + post.mean.unsqueeze(-1);
+/// Draws posterior deviations L^-T z [blocks, p, n] (without the mean) in the factor's dtype.
+/// Normals come from LibTorch's float32 path (vectorised, ~10x faster than its float64 one);
+/// their 2^-24 rounding is far below any Monte-Carlo error.
+at::Tensor sample_deviations(const at::Tensor& chol_t, int64_t n, at::Generator& gen) {
+  const int64_t nb = chol_t.size(0), p = chol_t.size(1);
+  at::Tensor z = at::randn({nb, p, n}, gen, at::TensorOptions().dtype(at::kFloat));
+  if (chol_t.scalar_type() != at::kFloat) z = z.to(chol_t.scalar_type());
+  return at::linalg_solve_triangular(chol_t, z, /*upper=*/true);
 }
 
 int64_t chunk_size(const MomentOptions& o, int64_t bytes_per_sample) {
@@ -47,9 +45,14 @@ std::string to_string(MomentEstimator e) {
   return e == MomentEstimator::exact ? "exact" : "mc";
 }
 
-at::Tensor sample_posterior(const GaussianPosterior& posterior, int64_t n, at::Generator& gen) {
+at::Tensor sample_posterior(const GaussianPosterior& posterior, int64_t n, at::Generator& gen,
+                            at::ScalarType dtype) {
   TORCH_CHECK(n >= 1, "number of samples must be >= 1, got ", n);
-  return sample_blocks(posterior, n, gen).permute({2, 0, 1}).contiguous();
+  TORCH_CHECK(posterior.mean.size(0) == posterior.cholesky.size(0),
+              "sampling needs one mean row per precision block");
+  const at::Tensor dev =
+      sample_deviations(posterior.cholesky.transpose(-2, -1).contiguous().to(dtype), n, gen);
+  return (dev + posterior.mean.to(dtype).unsqueeze(-1)).permute({2, 0, 1}).contiguous();
 }
 
 GradMoments regression_moments(const GaussianPosterior& post, const at::Tensor& features,
@@ -76,23 +79,39 @@ GradMoments binary_moments_mc(const GaussianPosterior& post, const at::Tensor& f
                               const at::Tensor& labels, const MomentOptions& options,
                               at::Generator& gen) {
   check_mc(options);
-  const at::Tensor ht = with_bias_column(features.to(at::kDouble));  // [B, q]
-  const int64_t b = ht.size(0), q = ht.size(1), d = q - 1, o = post.mean.size(0);
-  const at::Tensor yt = labels.to(at::kDouble).t().unsqueeze(-1);  // [o, B, 1]
-  at::Tensor sum_g = at::zeros({o, b, d}, at::kDouble), sum_g2 = at::zeros({o, b, d}, at::kDouble);
+  const auto dt = options.mc_dtype();
+  const at::Tensor ht64 = with_bias_column(features.to(at::kDouble));  // [B, q]
+  const int64_t b = ht64.size(0), q = ht64.size(1), d = q - 1, o = post.mean.size(0);
+  const at::Tensor y64 = labels.to(at::kDouble).t().unsqueeze(-1);   // [o, B, 1]
+  // Shift: g0 = m_w f0, the gradient at the posterior mean (float64). With deviations D = w - m,
+  // g - g0 = f D + (f - f0) m, so sums of (g - g0) and (g - g0)^2 are GEMMs on small numbers.
+  const at::Tensor m64 = post.mean.narrow(1, 0, d).unsqueeze(1);      // [o, 1, d]
+  const at::Tensor f0_64 = at::sigmoid(at::matmul(post.mean.unsqueeze(1), ht64.t().unsqueeze(0)))
+                               .transpose(1, 2) - y64;                 // [o, B, 1]
+  const at::Tensor ht = ht64.to(dt), y = y64.to(dt), f0 = f0_64.to(dt), m = m64.to(dt);
+  const at::Tensor mean_logit = at::matmul(post.mean.unsqueeze(1), ht64.t().unsqueeze(0))
+                                    .transpose(1, 2).to(dt);           // [o, B, 1]
+  const at::Tensor chol_t = post.cholesky.transpose(-2, -1).contiguous().to(dt);
+  at::Tensor s1 = at::zeros({o, b, d}, at::kDouble), s2 = at::zeros({o, b, d}, at::kDouble);
   const int64_t total = options.mc_samples();
-  const int64_t chunk = chunk_size(options, 8 * o * (3 * b + 2 * q));
+  const int64_t chunk = chunk_size(options, 8 * o * (4 * b + 2 * q));
   for (int64_t done = 0; done < total; done += chunk) {
     const int64_t n = std::min(chunk, total - done);
-    const at::Tensor smp = sample_blocks(post, n, gen);            // [o, q, n]
-    const at::Tensor f = at::sigmoid(at::matmul(ht, smp)) - yt;    // [o, B, n]
-    const at::Tensor w = smp.narrow(1, 0, d).transpose(1, 2);      // [o, n, d]
-    sum_g.add_(at::matmul(f, w));
-    sum_g2.add_(at::matmul(f.pow(2), w.pow(2)));
+    const at::Tensor dev = sample_deviations(chol_t, n, gen);        // [o, q, n]
+    const at::Tensor f = at::sigmoid(mean_logit + at::matmul(ht, dev)) - y;  // [o, B, n]
+    const at::Tensor df = f - f0;                                     // [o, B, n]
+    const at::Tensor dw = dev.narrow(1, 0, d).transpose(1, 2);        // [o, n, d]
+    // sum_s (g - g0) = F D + (sum_s df) m
+    s1.add_((at::matmul(f, dw) + df.sum(-1, true) * m).to(at::kDouble));
+    // sum_s (g - g0)^2 = F^2 D^2 + 2 (F df) D m + (sum df^2) m^2
+    s2.add_((at::matmul(f.pow(2), dw.pow(2)) + 2 * at::matmul(f * df, dw) * m +
+             df.pow(2).sum(-1, true) * m.pow(2))
+                .to(at::kDouble));
   }
+  const at::Tensor e1 = s1 / total;
   GradMoments out;
-  out.mean = (sum_g / total).permute({1, 0, 2}).contiguous();
-  out.var = (sum_g2 / total).permute({1, 0, 2}) - out.mean.pow(2);
+  out.mean = (m64 * f0_64 + e1).permute({1, 0, 2}).contiguous();
+  out.var = (s2 / total - e1.pow(2)).permute({1, 0, 2}).contiguous();
   return out;
 }
 
@@ -133,26 +152,41 @@ GradMoments multiclass_moments_mc(const GaussianPosterior& post, const at::Tenso
                                   const at::Tensor& labels, const MomentOptions& options,
                                   at::Generator& gen) {
   check_mc(options);
-  const at::Tensor ht = with_bias_column(features.to(at::kDouble));  // [B, q]
-  const int64_t b = ht.size(0), q = ht.size(1), d = q - 1;
+  const auto dt = options.mc_dtype();
+  const at::Tensor ht64 = with_bias_column(features.to(at::kDouble));  // [B, q]
+  const int64_t b = ht64.size(0), q = ht64.size(1), d = q - 1;
   const int64_t k = post.mean.size(1) / q;
   TORCH_CHECK(k * q == post.mean.size(1), "multiclass posterior of size ", post.mean.size(1),
               " does not split into rows of ", q);
-  const at::Tensor onehot = at::one_hot(labels.to(at::kLong), k).to(at::kDouble);  // [B, K]
-  at::Tensor sum_g = at::zeros({b, d}, at::kDouble), sum_g2 = at::zeros({b, d}, at::kDouble);
+  const at::Tensor onehot64 = at::one_hot(labels.to(at::kLong), k).to(at::kDouble);  // [B, K]
+  const at::Tensor mphi = post.mean.reshape({k, q});                  // [K, q]
+  const at::Tensor mlogit64 = at::matmul(ht64, mphi.t());             // [B, K]
+  // Shift: g0 = M^T r0 at the posterior mean; g - g0 = D^T r + M^T (r - r0).
+  const at::Tensor r0_64 = at::softmax(mlogit64, 1) - onehot64;       // [B, K]
+  const at::Tensor mw64 = mphi.narrow(1, 0, d);                       // [K, d]
+  const at::Tensor g0 = at::matmul(r0_64, mw64);                      // [B, d]
+  const at::Tensor ht = ht64.to(dt), mlogit = mlogit64.to(dt), onehot = onehot64.to(dt);
+  const at::Tensor r0 = r0_64.to(dt), mw = mw64.to(dt);
+  const at::Tensor chol_t = post.cholesky.transpose(-2, -1).contiguous().to(dt);
+  at::Tensor s1 = at::zeros({b, d}, at::kDouble), s2 = at::zeros({b, d}, at::kDouble);
   const int64_t total = options.mc_samples();
-  const int64_t chunk = chunk_size(options, 8 * (2 * b * d + 2 * b * k + k * q));
+  const int64_t chunk = chunk_size(options, 8 * (3 * b * d + 3 * b * k + 2 * k * q));
   for (int64_t done = 0; done < total; done += chunk) {
     const int64_t n = std::min(chunk, total - done);
-    const at::Tensor smp = sample_blocks(post, n, gen)[0].t().reshape({n, k, q});  // [n, K, q]
-    const at::Tensor r = at::softmax(at::matmul(ht, smp.transpose(1, 2)), -1) - onehot;  // [n,B,K]
-    const at::Tensor g = at::matmul(r, smp.narrow(2, 0, d));  // [n, B, d]
-    sum_g.add_(g.sum(0));
-    sum_g2.add_(g.pow(2).sum(0));
+    // Deviations [K q, n] -> [n, K, q]
+    const at::Tensor dev = sample_deviations(chol_t, n, gen)[0].t().reshape({n, k, q});
+    const at::Tensor logits =
+        mlogit.unsqueeze(0) + at::matmul(ht, dev.reshape({n * k, q}).t()).view({b, n, k}).transpose(0, 1);
+    const at::Tensor r = at::softmax(logits, -1) - onehot;            // [n, B, K]
+    at::Tensor e = at::matmul(r, dev.narrow(2, 0, d));                // [n, B, d]  D^T r
+    e.add_(at::matmul((r - r0).reshape({n * b, k}), mw).view({n, b, d}));
+    s1.add_(e.sum(0).to(at::kDouble));
+    s2.add_(e.pow(2).sum(0).to(at::kDouble));
   }
+  const at::Tensor e1 = s1 / total;
   GradMoments out;
-  out.mean = (sum_g / total).unsqueeze(1);
-  out.var = (sum_g2 / total).unsqueeze(1) - out.mean.pow(2);
+  out.mean = (g0 + e1).unsqueeze(1);
+  out.var = (s2 / total - e1.pow(2)).unsqueeze(1);
   return out;
 }
 

@@ -124,13 +124,19 @@ TEST(Moments, BinaryMonteCarloEqualsBruteForceOnTheSameSamples) {
   const int64_t n = 500;
   auto r1 = gen(3), r2 = gen(3);
   const GradMoments mc =
-      binary_moments_mc(s.post, s.h, s.y, MomentOptions().mc_samples(n).mc_chunk(n), r1);
+      binary_moments_mc(s.post, s.h, s.y, MomentOptions().mc_samples(n).mc_chunk(n).mc_dtype(at::kDouble), r1);
   const at::Tensor smp = sample_posterior(s.post, n, r2);
   const at::Tensor ht = at::cat(std::vector<at::Tensor>{s.h, at::ones({4, 1}, at::kDouble)}, 1);
   const at::Tensor f = at::sigmoid(at::einsum("bq,noq->nbo", {ht, smp})) - s.y;
   const at::Tensor g = f.unsqueeze(3) * smp.narrow(2, 0, 3).unsqueeze(1);
   EXPECT_LT((mc.mean - g.mean(0)).abs().max().item<double>(), 1e-12);
   EXPECT_LT((mc.var - g.var(0, false)).abs().max().item<double>(), 1e-12);
+  // float32 arithmetic on the same normals: the shifted accumulation keeps it to float32 rounding.
+  auto r3 = gen(3);
+  const GradMoments f32 =
+      binary_moments_mc(s.post, s.h, s.y, MomentOptions().mc_samples(n).mc_chunk(n), r3);
+  EXPECT_LT((f32.mean - mc.mean).abs().max().item<double>() / mc.mean.abs().max().item<double>(), 1e-5);
+  EXPECT_LT((f32.var - mc.var).abs().max().item<double>() / mc.var.abs().max().item<double>(), 1e-4);
 }
 
 TEST(Moments, MulticlassMonteCarloEqualsBruteForceOnTheSameSamples) {
@@ -138,7 +144,7 @@ TEST(Moments, MulticlassMonteCarloEqualsBruteForceOnTheSameSamples) {
   const int64_t n = 500;
   auto r1 = gen(4), r2 = gen(4);
   const GradMoments mc =
-      multiclass_moments_mc(s.post, s.h, s.y, MomentOptions().mc_samples(n).mc_chunk(n), r1);
+      multiclass_moments_mc(s.post, s.h, s.y, MomentOptions().mc_samples(n).mc_chunk(n).mc_dtype(at::kDouble), r1);
   const at::Tensor smp = sample_posterior(s.post, n, r2).select(1, 0).reshape({n, 3, 4});
   const at::Tensor ht = at::cat(std::vector<at::Tensor>{s.h, at::ones({4, 1}, at::kDouble)}, 1);
   at::Tensor g = at::empty({n, 4, 3}, at::kDouble);
@@ -151,6 +157,11 @@ TEST(Moments, MulticlassMonteCarloEqualsBruteForceOnTheSameSamples) {
   }
   EXPECT_LT((mc.mean.squeeze(1) - g.mean(0)).abs().max().item<double>(), 1e-12);
   EXPECT_LT((mc.var.squeeze(1) - g.var(0, false)).abs().max().item<double>(), 1e-12);
+  auto r3 = gen(4);
+  const GradMoments f32 =
+      multiclass_moments_mc(s.post, s.h, s.y, MomentOptions().mc_samples(n).mc_chunk(n), r3);
+  EXPECT_LT((f32.mean - mc.mean).abs().max().item<double>() / mc.mean.abs().max().item<double>(), 1e-5);
+  EXPECT_LT((f32.var - mc.var).abs().max().item<double>() / mc.var.abs().max().item<double>(), 1e-4);
 }
 
 TEST(Moments, StreamingChunksAgreeStatistically) {
