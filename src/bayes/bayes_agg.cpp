@@ -132,11 +132,15 @@ std::vector<GaussianPosterior> BayesAgg::full_data_posteriors(
               " groups, got ", stats.size());
   at::NoGradGuard no_grad;
   std::vector<GaussianPosterior> out;
+  stats_.full_data_shift.assign(groups_.size(), 0.0);
+  stats_.head_norm.assign(groups_.size(), 0.0);
   for (size_t g = 0; g < groups_.size(); ++g) {
     const GaussianPosterior prior = isotropic_prior(groups_[g], dim_, options_.gamma(groups_[g]));
-    out.push_back(posterior_update(groups_[g], prior, stats[g],
-                                   head_parameters(groups_[g], heads[g]), options_.cholesky()));
+    const at::Tensor phi = head_parameters(groups_[g], heads[g]);
+    out.push_back(posterior_update(groups_[g], prior, stats[g], phi, options_.cholesky()));
     note_jitter(out.back().jitter, "full-data");
+    stats_.full_data_shift[g] = (out.back().mean - phi).norm().item<double>();
+    stats_.head_norm[g] = phi.norm().item<double>();
   }
   ++stats_.full_posteriors;
   return out;

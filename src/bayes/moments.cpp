@@ -161,12 +161,12 @@ GradMoments multiclass_moments_mc(const GaussianPosterior& post, const at::Tenso
   const at::Tensor onehot64 = at::one_hot(labels.to(at::kLong), k).to(at::kDouble);  // [B, K]
   const at::Tensor mphi = post.mean.reshape({k, q});                  // [K, q]
   const at::Tensor mlogit64 = at::matmul(ht64, mphi.t());             // [B, K]
-  // Shift: g0 = M^T r0 at the posterior mean; g - g0 = D^T r + M^T (r - r0).
+  // Shift: g0 = M^T r0, the gradient at the posterior mean; sums run over g - g0.
   const at::Tensor r0_64 = at::softmax(mlogit64, 1) - onehot64;       // [B, K]
   const at::Tensor mw64 = mphi.narrow(1, 0, d);                       // [K, d]
   const at::Tensor g0 = at::matmul(r0_64, mw64);                      // [B, d]
   const at::Tensor ht = ht64.to(dt), mlogit = mlogit64.to(dt), onehot = onehot64.to(dt);
-  const at::Tensor r0 = r0_64.to(dt), mw = mw64.to(dt);
+  const at::Tensor mw = mw64.to(dt), g0f = g0.to(dt);
   const at::Tensor chol_t = post.cholesky.transpose(-2, -1).contiguous().to(dt);
   at::Tensor s1 = at::zeros({b, d}, at::kDouble), s2 = at::zeros({b, d}, at::kDouble);
   const int64_t total = options.mc_samples();
@@ -178,8 +178,9 @@ GradMoments multiclass_moments_mc(const GaussianPosterior& post, const at::Tenso
     const at::Tensor logits =
         mlogit.unsqueeze(0) + at::matmul(ht, dev.reshape({n * k, q}).t()).view({b, n, k}).transpose(0, 1);
     const at::Tensor r = at::softmax(logits, -1) - onehot;            // [n, B, K]
-    at::Tensor e = at::matmul(r, dev.narrow(2, 0, d));                // [n, B, d]  D^T r
-    e.add_(at::matmul((r - r0).reshape({n * b, k}), mw).view({n, b, d}));
+    // e = W_s^T r - g0 (one batched GEMM); its size is that of the deviation, so float32
+    // squares and sums of e keep the variance's relative precision.
+    const at::Tensor e = at::matmul(r, dev.narrow(2, 0, d) + mw) - g0f;  // [n, B, d]
     s1.add_(e.sum(0).to(at::kDouble));
     s2.add_(e.pow(2).sum(0).to(at::kDouble));
   }

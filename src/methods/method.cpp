@@ -34,9 +34,14 @@ void BayesAggMethod::backward(Step& step) {
     return;
   }
   const at::Tensor dh = agg_.backward(step.losses, step.heads, step.representation, step.labels);
+  const BayesAggStats& st = agg_.stats();
   diagnostics_ = {{"warmup", 0.0},
                   {"dL_dh_norm", dh.norm().item<double>()},
-                  {"jitter_events", static_cast<double>(agg_.stats().jitter_events)}};
+                  {"jitter_events", static_cast<double>(st.jitter_events)}};
+  for (size_t g = 0; g < st.full_data_shift.size(); ++g) {
+    diagnostics_["full_data_shift_" + std::to_string(g)] = st.full_data_shift[g];
+    diagnostics_["head_norm_" + std::to_string(g)] = st.head_norm[g];
+  }
 }
 
 std::vector<std::string> method_names() { return {"ls", "bayesagg"}; }

@@ -98,6 +98,9 @@ struct BayesAggStats {
   /// Cholesky factorisations that needed jitter, and the largest jitter added.
   int64_t jitter_events = 0;
   double max_jitter = 0.0;
+  /// Per group, at the last full-data posterior: the distance ||M_N - phi|| between the
+  /// posterior mean and the heads it was expanded at (regression: the weights), and ||phi||.
+  std::vector<double> full_data_shift, head_norm;
 };
 
 /// Growable, preallocated storage of an epoch's detached features and labels.
