@@ -28,9 +28,6 @@ class InputArchive;
 
 namespace bayesagg {
 
-/// Labels of a batch, one tensor per task group (layouts as `check_labels`).
-using Labels = std::vector<at::Tensor>;
-
 /// Hyper-parameters of BayesAgg-MTL. Defaults are the embedded benchmarks' (spec: benchmarks.md).
 struct BayesAggOptions {
   /// Prior variance of regression heads.

@@ -54,6 +54,9 @@ int64_t total_tasks(const std::vector<TaskGroup>& groups);
 void check_labels(const TaskGroup& group, const at::Tensor& labels, int64_t batch,
                   const std::string& what);
 
+/// Labels of a batch, one tensor per task group (layouts as `check_labels`).
+using Labels = std::vector<at::Tensor>;
+
 /// A linear head: weight [rows, d], bias [rows].
 struct Head {
   at::Tensor weight;
