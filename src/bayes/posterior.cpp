@@ -134,9 +134,17 @@ PosteriorStats posterior_stats(const TaskGroup& group, const at::Tensor& feature
     pk[i] = pairs[i].first;
     pl[i] = pairs[i].second;
   }
-  at::Tensor blocks = at::zeros({q, np * q}, f64);  // H~^T [w_1 H~ | w_2 H~ | ...]
+  // Two equivalent GEMM layouts for the blocks sum_i w_i,kl h~_i h~_i^T:
+  //  * wide:      H~^T [w_1 H~ | w_2 H~ | ...]           (np q^2 multiply-adds per row)
+  //  * symmetric: W^T [h~_a h~_b]_{a <= b}                (np q (q + 1) / 2 per row)
+  // The symmetric one does half the arithmetic but streams a q(q+1)/2-wide product of every row;
+  // it wins when many pairs share that product (multiclass) and q is moderate.
+  const bool symmetric = group.type == GroupType::multiclass && q <= 160;
+  const at::Tensor tri = at::triu_indices(q, q, 0, at::kLong);  // [2, q (q + 1) / 2]
+  const int64_t nt = tri.size(1);
+  at::Tensor blocks = symmetric ? at::zeros({np, nt}, f64) : at::zeros({q, np * q}, f64);
   at::Tensor grad = at::zeros({rows, q}, f64);
-  const int64_t step = rows_per_chunk(chunk_rows, np * q);
+  const int64_t step = rows_per_chunk(chunk_rows, symmetric ? nt : np * q);
   for (int64_t s = 0; s < n; s += step) {
     const int64_t m = std::min(step, n - s);
     const at::Tensor ht = with_bias_column(features.narrow(0, s, m));  // [m, q]
@@ -156,10 +164,22 @@ PosteriorStats posterior_stats(const TaskGroup& group, const at::Tensor& feature
       weights = at::where((pk == pl).unsqueeze(0), a, at::zeros_like(a)) - a * b;
     }
     grad.addmm_(resid.t(), ht);
-    const at::Tensor z = (weights.unsqueeze(2) * ht.unsqueeze(1)).reshape({m, np * q});
-    blocks.addmm_(ht.t(), z);
+    if (symmetric) {
+      const at::Tensor outer = ht.index_select(1, tri[0]) * ht.index_select(1, tri[1]);  // [m, nt]
+      blocks.addmm_(weights.t(), outer);
+    } else {
+      const at::Tensor z = (weights.unsqueeze(2) * ht.unsqueeze(1)).reshape({m, np * q});
+      blocks.addmm_(ht.t(), z);
+    }
   }
-  const at::Tensor pair_blocks = blocks.reshape({q, np, q}).permute({1, 0, 2});  // [np, q, q]
+  at::Tensor pair_blocks;  // [np, q, q]
+  if (symmetric) {
+    pair_blocks = at::zeros({np, q, q}, f64);
+    pair_blocks.index_put_({at::indexing::Slice(), tri[0], tri[1]}, blocks);
+    pair_blocks.index_put_({at::indexing::Slice(), tri[1], tri[0]}, blocks);
+  } else {
+    pair_blocks = blocks.reshape({q, np, q}).permute({1, 0, 2});
+  }
   if (group.type == GroupType::binary) {
     stats.curvature = pair_blocks.contiguous();
     stats.rhs = grad;
