@@ -10,6 +10,8 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev zlib1g-dev
   libgtest-dev libbenchmark-dev
   dataset-fashion-mnist                      # the embedded benchmarks' data
+  libpng-dev libjpeg-dev                     # ChestX-ray14 (PNG) and UTKFace (JPEG) readers
+  librdkit-dev libboost-dev                  # QM9: molecules through RDKit
 )
 
 missing=()
