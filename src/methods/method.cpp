@@ -1,4 +1,5 @@
 #include "bayesagg/methods/method.h"
+#include "bayesagg/methods/baselines.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -44,7 +45,11 @@ void BayesAggMethod::backward(Step& step) {
   }
 }
 
-std::vector<std::string> method_names() { return {"ls", "bayesagg"}; }
+std::vector<std::string> method_names() {
+  std::vector<std::string> names{"ls", "bayesagg"};
+  for (const auto& n : baseline_method_names()) names.push_back(n);
+  return names;
+}
 
 std::unique_ptr<Method> make_method(const std::string& name, const std::vector<TaskGroup>& groups,
                                     int64_t dim, const MethodConfig& config) {
@@ -52,6 +57,7 @@ std::unique_ptr<Method> make_method(const std::string& name, const std::vector<T
   if (name == "bayesagg") {
     return std::make_unique<BayesAggMethod>(groups, dim, config.bayesagg, config.ls_epochs);
   }
+  if (auto baseline = make_baseline_method(name, groups, dim, config)) return baseline;
   std::string known;
   for (const auto& n : method_names()) known += (known.empty() ? "" : ", ") + n;
   TORCH_CHECK(false, "unknown method '", name, "' (known: ", known, ")");

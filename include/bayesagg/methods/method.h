@@ -7,6 +7,7 @@
 
 #include "bayesagg/bayes/bayes_agg.h"
 #include "bayesagg/core/task_group.h"
+#include "bayesagg/methods/options.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -102,6 +103,13 @@ class BayesAggMethod : public Method {
 struct MethodConfig {
   BayesAggOptions bayesagg;
   int64_t ls_epochs = 1;
+  /// Loss-weighting baselines (si, rlw, dwa, uw, famo, igbv2): methods/options.h.
+  WeightingOptions weighting;
+  /// Gradient baselines (mgda, mgdaub, pcgrad, graddrop, gradvac, cagrad, imtlg, nashmtl, upgrad,
+  /// alignedmtl, alignedmtlub, dbmtl): methods/options.h.
+  GradientOptions gradient;
+  /// Seed of the baselines' random choices (rlw, pcgrad, graddrop, gradvac, igbv2).
+  uint64_t seed = 0;
 };
 
 /// The methods `make_method` knows.
