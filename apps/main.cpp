@@ -1,6 +1,8 @@
 // bayesagg: multi-task learning with BayesAgg-MTL. See README.md.
 #include "commands.h"
 
+#include "bayesagg/core/runtime.h"
+
 #include <c10/util/Exception.h>
 
 #include <iostream>
@@ -13,7 +15,10 @@ int main(int argc, char** argv) {
   const std::vector<bayesagg::cli::Command> commands = {
       bayesagg::cli::add_aggregate(app),
       bayesagg::cli::add_bench(app),
+      bayesagg::cli::add_train(app),
+      bayesagg::cli::add_toy(app),
   };
+  bayesagg::retain_freed_memory();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,69 @@
+#pragma once
+/// Checkpoints of a training run: model, optimiser (Adam moments and step counts), scheduler,
+/// the method's state (`Method::save`), the shuffling generator, the epoch and the run's history.
+/// Written atomically: the archive is serialised in memory, written to a temporary file in the
+/// same folder and renamed over the old checkpoint, so an interrupted or failed run always
+/// leaves the last good checkpoint intact.
+
+#include <ATen/core/Generator.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace torch {
+namespace optim {
+class Optimizer;
+}  // namespace optim
+}  // namespace torch
+
+namespace bayesagg {
+
+class MultiTaskModel;
+class Method;
+
+/// The scheduler of the reference trainers: MultiStepLR (× `gamma` at each milestone).
+struct LrSchedule {
+  /// Initial learning rate of each parameter group.
+  std::vector<double> base_lrs;
+  /// Epochs (0-based counts of completed epochs) at which the rate is multiplied by `gamma`.
+  std::vector<int64_t> milestones;
+  double gamma = 0.1;
+
+  /// The spec's milestones for `epochs` epochs: max(1, round(0.6 E)) and max(1, round(0.8 E)).
+  static std::vector<int64_t> milestones_for(int64_t epochs);
+  /// gamma^(number of milestones <= epoch) for the 0-based `epoch` (PyTorch's MultiStepLR after
+  /// `epoch` scheduler steps; repeated milestones count repeatedly).
+  double factor(int64_t epoch) const;
+  /// The learning rate of parameter group `group` during the 0-based `epoch`.
+  double lr(size_t group, int64_t epoch) const;
+};
+
+/// The parts of a checkpoint that are not live objects.
+struct CheckpointState {
+  /// Completed epochs.
+  int64_t epoch = 0;
+  LrSchedule schedule;
+  /// The run's settings (`options_to_json`), checked on resume.
+  std::string config_json;
+  /// The run's history (`history_to_json`).
+  std::string history_json;
+};
+
+/// Writes a checkpoint atomically to `path`.
+void save_checkpoint(const std::string& path, const MultiTaskModel& model,
+                     const torch::optim::Optimizer& optimizer, const Method& method,
+                     const at::Generator& shuffle_generator, const CheckpointState& state);
+
+/// Restores a checkpoint into live objects built with the same settings (the optimiser must
+/// have the same parameter groups). Throws naming the file and the missing or mis-shaped part.
+CheckpointState load_checkpoint(const std::string& path, MultiTaskModel& model,
+                                torch::optim::Optimizer& optimizer, Method& method,
+                                at::Generator& shuffle_generator);
+
+/// Writes only the model's parameters (e.g. `best_model.pt`), atomically.
+void save_model(const std::string& path, const MultiTaskModel& model);
+/// Reads parameters written by `save_model` (or a checkpoint) into `model`.
+void load_model(const std::string& path, MultiTaskModel& model);
+
+}  // namespace bayesagg

@@ -1,0 +1,117 @@
+#pragma once
+/// Settings of a training run, and the registry that maps them to command-line options and
+/// config-file keys (one name per setting: the long option without its dashes, e.g. `batch-size`).
+
+#include "bayesagg/bayes/bayes_agg.h"
+#include "bayesagg/data/embedded.h"
+
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bayesagg {
+
+/// Every setting of a training run. Defaults are the spec's "Default training settings" for the
+/// embedded benchmarks.
+struct TrainOptions {
+  /// An embedded benchmark: multi-fashion, fashion-binary, multi-fashion-mixed,
+  /// synthetic-regression.
+  TORCH_ARG(std::string, benchmark) = "multi-fashion";
+  /// `bayesagg` or `ls` (see `method_names()`).
+  TORCH_ARG(std::string, method) = "bayesagg";
+  /// Single-task learning: when set (a task name), only this task's loss is trained (method
+  /// `ls`), and the epoch is selected on this task's first validation metric. Used to measure
+  /// the single-task baselines of Δm (`bayesagg train --method stl` runs every task).
+  TORCH_ARG(std::string, stl_task) = "";
+  /// Training epochs; 0 = the benchmark's default (10 for the Fashion family, 30 for
+  /// synthetic-regression).
+  TORCH_ARG(int64_t, epochs) = 0;
+  TORCH_ARG(int64_t, batch_size) = 256;
+  /// Seed of the model initialisation, the shuffling and the method's Monte-Carlo draws.
+  TORCH_ARG(uint64_t, seed) = 0;
+  /// Seed of the data set (multi-fashion partners and factors, synthetic-regression); fixed by
+  /// default so that runs with different `seed`s see the same benchmark.
+  TORCH_ARG(uint64_t, data_seed) = 0;
+  /// LibTorch intra-op threads; 0 = all cores.
+  TORCH_ARG(int64_t, threads) = 0;
+  /// `cpu` or `cuda[:N]`.
+  TORCH_ARG(std::string, device) = "cpu";
+  /// 0 = every training item; otherwise the first N.
+  TORCH_ARG(int64_t, train_subset) = 0;
+  /// Folder of Fashion-MNIST's IDX files.
+  TORCH_ARG(std::string, data_dir) = kDefaultFashionMnistDir;
+  /// Run folder; empty = `runs/<benchmark>-<method>-seed<S>`.
+  TORCH_ARG(std::string, out) = "";
+  /// JSON file of single-task baselines `{"task/metric": value}` for Δm; empty = the stored
+  /// ones, if any.
+  TORCH_ARG(std::string, stl_baseline) = "";
+  /// Adam learning rate of both parameter groups.
+  TORCH_ARG(double, lr) = 1e-3;
+  /// Gradient-norm clipping of the heads; 0 = off.
+  TORCH_ARG(double, head_clip) = 10.0;
+  /// Gradient-norm clipping of the trunk; 0 = off.
+  TORCH_ARG(double, trunk_clip) = 0.0;
+  /// Linear-scalarisation warm-up epochs of BayesAgg-MTL.
+  TORCH_ARG(int64_t, ls_epochs) = 1;
+  /// BayesAgg-MTL's hyper-parameters (its `seed` is derived from `seed`).
+  TORCH_ARG(BayesAggOptions, bayesagg) = {};
+  /// `auto`, `cnn` or `mlp`.
+  TORCH_ARG(std::string, trunk) = "auto";
+  /// Width of the shared representation.
+  TORCH_ARG(int64_t, representation_dim) = 64;
+  /// Batch size of evaluation.
+  TORCH_ARG(int64_t, eval_batch_size) = 512;
+  /// `auto` (a bar on a terminal, periodic lines otherwise), `bar`, `lines` or `none`.
+  TORCH_ARG(std::string, progress) = "auto";
+  /// Start over in a folder that holds an unfinished run.
+  TORCH_ARG(bool, overwrite) = false;
+  /// Continue the run in `out` from its checkpoint (set by `--resume DIR`).
+  TORCH_ARG(bool, resume) = false;
+  /// Stop (as if interrupted) after this many completed epochs; 0 = never. For tests; not a
+  /// setting of the run (not recorded in config.json).
+  TORCH_ARG(int64_t, stop_after_epoch) = 0;
+
+ public:
+  /// Throws naming the first invalid value.
+  void validate() const;
+  /// `epochs`, or the benchmark's default when 0.
+  int64_t resolved_epochs() const;
+  /// `out`, or `runs/<benchmark>-<method>-seed<S>` when empty.
+  std::string resolved_out() const;
+};
+
+/// The benchmark's default number of epochs: 10 (Fashion family), 30 (synthetic-regression).
+int64_t default_epochs(const std::string& benchmark);
+
+/// One setting of the registry.
+struct SettingInfo {
+  /// Long option name without dashes, also the config-file key, e.g. `batch-size`.
+  std::string key;
+  /// Value placeholder for help texts, e.g. `N`, `FILE`.
+  std::string value_name;
+  std::string help;
+};
+
+/// Every setting a run takes from the command line or a config file, in the order they are
+/// applied (`gamma` comes before `gamma-reg` and `gamma-cls`, which override it).
+const std::vector<SettingInfo>& train_settings();
+
+/// Sets one setting from its text value. Throws naming the option and the bad value.
+void apply_setting(TrainOptions& options, const std::string& key, const std::string& value);
+
+/// The value of a setting as text (as `apply_setting` reads it back).
+std::string setting_value(const TrainOptions& options, const std::string& key);
+
+/// Applies a JSON config (an object whose keys are setting keys; `_`-prefixed keys are comments
+/// and ignored; `batch_size` is accepted for `batch-size`) in registry order. `what` names the
+/// source in errors.
+void apply_config_json(TrainOptions& options, const std::string& json_text,
+                       const std::string& what);
+
+/// Every effective setting as a JSON object (epochs and out resolved), with registry keys, in a
+/// form `apply_config_json` accepts.
+std::string options_to_json(const TrainOptions& options);
+
+}  // namespace bayesagg

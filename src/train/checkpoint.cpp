@@ -1,0 +1,159 @@
+#include "bayesagg/train/checkpoint.h"
+
+#include "bayesagg/core/files.h"
+#include "bayesagg/methods/method.h"
+#include "bayesagg/models/model.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/optim/optimizer.h>
+#include <torch/serialize/archive.h>
+
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+namespace bayesagg {
+namespace {
+
+constexpr int64_t kFormatVersion = 1;
+
+at::Tensor scalar(int64_t v) { return at::full({}, v, at::kLong); }
+at::Tensor vec(const std::vector<double>& v) {
+  return at::tensor(v, at::TensorOptions().dtype(at::kDouble));
+}
+at::Tensor vec(const std::vector<int64_t>& v) {
+  return at::tensor(v, at::TensorOptions().dtype(at::kLong));
+}
+
+at::Tensor read_tensor(torch::serialize::InputArchive& a, const std::string& key,
+                       const std::string& path) {
+  at::Tensor t;
+  TORCH_CHECK(a.try_read(key, t), "checkpoint '", path, "' has no entry '", key, "'");
+  return t;
+}
+
+std::string read_string(torch::serialize::InputArchive& a, const std::string& key,
+                        const std::string& path) {
+  c10::IValue v;
+  TORCH_CHECK(a.try_read(key, v) && v.isString(), "checkpoint '", path, "' has no entry '", key,
+              "'");
+  return v.toStringRef();
+}
+
+void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path) {
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  write_file_atomic(path, bytes.str());
+}
+
+void load_archive(torch::serialize::InputArchive& archive, const std::string& path) {
+  std::error_code ec;
+  TORCH_CHECK(std::filesystem::is_regular_file(path, ec), "checkpoint '", path,
+              "' does not exist");
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "cannot read checkpoint '", path, "': ", e.msg());
+  }
+}
+
+}  // namespace
+
+std::vector<int64_t> LrSchedule::milestones_for(int64_t epochs) {
+  // round(0.6 E) and round(0.8 E) in integers (0.6 E and 0.8 E are never halfway for integer E).
+  const int64_t m1 = std::max<int64_t>(1, (6 * epochs + 5) / 10);
+  const int64_t m2 = std::max<int64_t>(1, (8 * epochs + 5) / 10);
+  return {m1, m2};
+}
+
+double LrSchedule::factor(int64_t epoch) const {
+  double f = 1.0;
+  for (int64_t m : milestones) {
+    if (m <= epoch) f *= gamma;
+  }
+  return f;
+}
+
+double LrSchedule::lr(size_t group, int64_t epoch) const {
+  TORCH_CHECK(group < base_lrs.size(), "LrSchedule: no parameter group ", group);
+  return base_lrs[group] * factor(epoch);
+}
+
+void save_checkpoint(const std::string& path, const MultiTaskModel& model,
+                     const torch::optim::Optimizer& optimizer, const Method& method,
+                     const at::Generator& shuffle_generator, const CheckpointState& state) {
+  torch::serialize::OutputArchive root;
+  root.write("format_version", scalar(kFormatVersion));
+  root.write("epoch", scalar(state.epoch));
+  root.write("schedule.base_lrs", vec(state.schedule.base_lrs));
+  root.write("schedule.milestones", vec(state.schedule.milestones));
+  root.write("schedule.gamma", vec(std::vector<double>{state.schedule.gamma}));
+  root.write("config", c10::IValue(state.config_json));
+  root.write("history", c10::IValue(state.history_json));
+  {
+    at::Generator gen = shuffle_generator;
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    root.write("shuffle_generator", gen.get_state());
+  }
+  torch::serialize::OutputArchive m, o, me;
+  model.save(m);
+  optimizer.save(o);
+  method.save(me);
+  root.write("model", m);
+  root.write("optimizer", o);
+  root.write("method", me);
+  save_archive_atomic(root, path);
+}
+
+CheckpointState load_checkpoint(const std::string& path, MultiTaskModel& model,
+                                torch::optim::Optimizer& optimizer, Method& method,
+                                at::Generator& shuffle_generator) {
+  torch::serialize::InputArchive root;
+  load_archive(root, path);
+  const int64_t version = read_tensor(root, "format_version", path).item<int64_t>();
+  TORCH_CHECK(version == kFormatVersion, "checkpoint '", path, "' has format version ", version,
+              "; this bayesagg reads version ", kFormatVersion);
+  CheckpointState st;
+  st.epoch = read_tensor(root, "epoch", path).item<int64_t>();
+  const at::Tensor lrs = read_tensor(root, "schedule.base_lrs", path).contiguous();
+  st.schedule.base_lrs.assign(lrs.data_ptr<double>(), lrs.data_ptr<double>() + lrs.numel());
+  const at::Tensor ms = read_tensor(root, "schedule.milestones", path).contiguous();
+  st.schedule.milestones.assign(ms.data_ptr<int64_t>(), ms.data_ptr<int64_t>() + ms.numel());
+  st.schedule.gamma = read_tensor(root, "schedule.gamma", path)[0].item<double>();
+  st.config_json = read_string(root, "config", path);
+  st.history_json = read_string(root, "history", path);
+  torch::serialize::InputArchive m, o, me;
+  TORCH_CHECK(root.try_read("model", m), "checkpoint '", path, "' has no model");
+  TORCH_CHECK(root.try_read("optimizer", o), "checkpoint '", path, "' has no optimiser state");
+  TORCH_CHECK(root.try_read("method", me), "checkpoint '", path, "' has no method state");
+  try {
+    model.load(m);
+    optimizer.load(o);
+    method.load(me);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "checkpoint '", path, "' does not fit this run: ", e.msg());
+  }
+  const at::Tensor gen_state = read_tensor(root, "shuffle_generator", path);
+  {
+    std::lock_guard<std::mutex> lock(shuffle_generator.mutex());
+    shuffle_generator.set_state(gen_state);
+  }
+  return st;
+}
+
+void save_model(const std::string& path, const MultiTaskModel& model) {
+  torch::serialize::OutputArchive root, m;
+  model.save(m);
+  root.write("model", m);
+  save_archive_atomic(root, path);
+}
+
+void load_model(const std::string& path, MultiTaskModel& model) {
+  torch::serialize::InputArchive root, m;
+  load_archive(root, path);
+  TORCH_CHECK(root.try_read("model", m), "'", path, "' holds no model");
+  model.load(m);
+}
+
+}  // namespace bayesagg

@@ -1,0 +1,198 @@
+// The trainer end to end on a tiny synthetic-regression run: records, resume equivalence,
+// stopping on non-finite losses, settings and config files.
+#include "bayesagg/core/files.h"
+#include "bayesagg/data/embedded.h"
+#include "bayesagg/train/options.h"
+#include "bayesagg/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <limits>
+
+namespace bayesagg {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string temp_dir(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("bayesagg_trainer_test_" + name);
+  fs::remove_all(p);
+  return p.string();
+}
+
+/// 512 training items, 3 epochs, BayesAgg-MTL after 1 LS epoch; silent.
+TrainOptions tiny(const std::string& out) {
+  return TrainOptions()
+      .benchmark("synthetic-regression")
+      .method("bayesagg")
+      .epochs(3)
+      .train_subset(512)
+      .batch_size(128)
+      .seed(4)
+      .threads(1)
+      .progress("none")
+      .out(out);
+}
+
+const Benchmark& tiny_benchmark() {
+  static const Benchmark b =
+      make_benchmark("synthetic-regression", EmbeddedOptions().train_subset(512));
+  return b;
+}
+
+TEST(Trainer, WritesTheRunRecords) {
+  const std::string dir = temp_dir("records");
+  const TrainSummary s = Trainer(tiny(dir).epochs(2), tiny_benchmark()).run();
+  EXPECT_TRUE(s.completed());
+  EXPECT_EQ(s.n_train, 512);
+  EXPECT_EQ(s.tasks.size(), 10u);
+  EXPECT_EQ(s.test.size(), 10u);
+  EXPECT_TRUE(s.test.count("task_0/mae"));
+  EXPECT_FALSE(s.delta_m.has_value());  // no baselines stored or given
+  for (const char* f : {"config.json", "metrics.csv", "steps.csv", "summary.json", "curves.svg",
+                        "checkpoint.pt", "best_model.pt"}) {
+    EXPECT_TRUE(fs::is_regular_file(fs::path(dir) / f)) << f;
+  }
+  const std::string metrics = read_file(dir + "/metrics.csv");
+  EXPECT_EQ(metrics.rfind("epoch,split,task,metric,value\n", 0), 0u);
+  // 2 epochs x (10 train losses + 10 val + 10 test) rows + header.
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 61);
+  const std::string steps = read_file(dir + "/steps.csv");
+  EXPECT_NE(steps.find("trunk_grad_norm,head_grad_norm"), std::string::npos);
+  EXPECT_NE(steps.find("dL_dh_norm"), std::string::npos);  // BayesAgg's diagnostics
+  // 2 epochs x 4 steps + header.
+  EXPECT_EQ(std::count(steps.begin(), steps.end(), '\n'), 9);
+  const TrainSummary back = summary_from_json(read_file(dir + "/summary.json"));
+  EXPECT_EQ(back.test, s.test);
+  EXPECT_EQ(back.best_epoch, s.best_epoch);
+  EXPECT_EQ(read_file(dir + "/curves.svg").rfind("<svg", 0), 0u);
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, ResumedRunEndsWithTheSameNumbersAsAnUninterruptedOne) {
+  const std::string full = temp_dir("full"), split = temp_dir("split");
+  const TrainSummary a = Trainer(tiny(full), tiny_benchmark()).run();
+
+  const TrainSummary first = Trainer(tiny(split).stop_after_epoch(1), tiny_benchmark()).run();
+  EXPECT_FALSE(first.completed());
+  EXPECT_EQ(first.epochs_completed, 1);
+  // Resume from the run folder's config.json (as `bayesagg train --resume DIR`).
+  TrainOptions r = resume_options(split);
+  r.progress("none");
+  const TrainSummary b = Trainer(r, tiny_benchmark()).run();
+
+  EXPECT_TRUE(b.completed());
+  EXPECT_EQ(a.best_epoch, b.best_epoch);
+  EXPECT_EQ(a.val, b.val);    // exact equality of every number
+  EXPECT_EQ(a.test, b.test);
+  // Every step's losses, gradient norms and diagnostics, and every epoch's metrics.
+  EXPECT_EQ(read_file(full + "/steps.csv"), read_file(split + "/steps.csv"));
+  EXPECT_EQ(read_file(full + "/metrics.csv"), read_file(split + "/metrics.csv"));
+  fs::remove_all(full);
+  fs::remove_all(split);
+}
+
+TEST(Trainer, RefusesToOverwriteAnUnfinishedRun) {
+  const std::string dir = temp_dir("unfinished");
+  Trainer(tiny(dir).stop_after_epoch(1), tiny_benchmark()).run();
+  try {
+    Trainer(tiny(dir), tiny_benchmark()).run();
+    FAIL() << "an unfinished run must not be replaced silently";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.msg()).find("--resume"), std::string::npos) << e.msg();
+  }
+  EXPECT_NO_THROW(Trainer(tiny(dir).epochs(1).overwrite(true), tiny_benchmark()).run());
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, NonFiniteLossStopsNamingTaskEpochAndStepAndKeepsTheCheckpoint) {
+  const std::string dir = temp_dir("nonfinite");
+  Benchmark poisoned = tiny_benchmark();
+  poisoned.train.labels[0] = poisoned.train.labels[0].clone();
+  // A finite label (it passes the data checks) whose squared error overflows float32.
+  poisoned.train.labels[0][100][3] = 1e30f;
+
+  // In the first epoch: no checkpoint yet.
+  try {
+    Trainer(tiny(dir), poisoned).run();
+    FAIL() << "a NaN label must stop the run";
+  } catch (const c10::Error& e) {
+    const std::string msg = e.msg();
+    EXPECT_NE(msg.find("non-finite loss of task 'task_3'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("at epoch 1, step "), std::string::npos) << msg;
+  }
+  fs::remove_all(dir);
+
+  // In the second epoch of a resumed run: the epoch-1 checkpoint stays as it was.
+  Trainer(tiny(dir).stop_after_epoch(1), tiny_benchmark()).run();
+  const std::string before = read_file(dir + "/checkpoint.pt");
+  TrainOptions r = resume_options(dir);
+  r.progress("none");
+  try {
+    Trainer(r, poisoned).run();
+    FAIL() << "a NaN label must stop the run";
+  } catch (const c10::Error& e) {
+    const std::string msg = e.msg();
+    EXPECT_NE(msg.find("task_3"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("at epoch 2, step "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("checkpoint (epoch 1) is intact"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(read_file(dir + "/checkpoint.pt"), before);
+  // steps.csv holds the steps up to the failing one, whose task_3 loss is inf.
+  const std::string steps = read_file(dir + "/steps.csv");
+  EXPECT_NE(steps.find("\n2,"), std::string::npos);
+  EXPECT_NE(steps.find(",inf,"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(TrainOptions, ConfigJsonRoundTripsAndFlagsOverride) {
+  TrainOptions o;
+  apply_setting(o, "benchmark", "synthetic-regression");
+  apply_setting(o, "gamma", "0.01");
+  apply_setting(o, "gamma-cls", "0.02");  // specific beats --gamma
+  apply_setting(o, "mc-samples", "256");
+  apply_setting(o, "binary-moments", "mc");
+  EXPECT_DOUBLE_EQ(o.bayesagg().gamma_regression(), 0.01);
+  EXPECT_DOUBLE_EQ(o.bayesagg().gamma_classification(), 0.02);
+  EXPECT_EQ(o.resolved_epochs(), 30);
+  EXPECT_EQ(o.resolved_out(), "runs/synthetic-regression-bayesagg-seed0");
+
+  TrainOptions back;
+  apply_config_json(back, options_to_json(o), "test");
+  for (const auto& s : train_settings()) {
+    EXPECT_EQ(setting_value(back, s.key), setting_value(o, s.key)) << s.key;
+  }
+  // Underscored keys are accepted, `_`-prefixed ones ignored, unknown ones rejected by name.
+  TrainOptions c;
+  apply_config_json(c, R"({"batch_size": 64, "_comment": "x", "lr": 0.01})", "cfg");
+  EXPECT_EQ(c.batch_size(), 64);
+  EXPECT_DOUBLE_EQ(c.lr(), 0.01);
+  try {
+    apply_config_json(c, R"({"learning-rate": 0.1})", "cfg.json");
+    FAIL();
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.msg()).find("learning-rate"), std::string::npos) << e.msg();
+  }
+  EXPECT_THROW(apply_setting(c, "batch-size", "12x"), c10::Error);
+  EXPECT_THROW(apply_setting(c, "binary-moments", "fast"), c10::Error);
+  EXPECT_THROW(TrainOptions().benchmark("cifar").validate(), c10::Error);
+}
+
+TEST(TrainOptions, CudaWithoutCudaGivesAClearError) {
+  EXPECT_TRUE(parse_device("cpu").is_cpu());
+  EXPECT_THROW(parse_device("tpu"), c10::Error);
+  if (!at::hasCUDA()) {
+    try {
+      parse_device("cuda:0");
+      FAIL();
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.msg()).find("no CUDA"), std::string::npos) << e.msg();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bayesagg
