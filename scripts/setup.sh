@@ -33,5 +33,7 @@ case "$blas" in
           "Run: update-alternatives --config libblas.so.3-x86_64-linux-gnu" >&2 ;;
 esac
 
+# Paths relative to the checkout in ccache's keys: clones elsewhere (CI) reuse the same cache.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j2
