@@ -242,9 +242,10 @@ TrainSummary Trainer::run() {
   at::Tensor single_mask;
   std::string rule = selection_rule(bench);
   if (single) {
-    const std::string key = task_metric_keys(bench, o.stl_task()).front();  // checks the name
+    const std::string key = single_task_selection_key(bench, o.stl_task());  // checks the name
     single_index = std::find(tasks.begin(), tasks.end(), o.stl_task()) - tasks.begin();
-    TORCH_CHECK(single_index < n_tasks, "--stl-task '", o.stl_task(), "' is a metric group, not a task of ", bench.name);
+    TORCH_CHECK(single_index < n_tasks, "--stl-task '", o.stl_task(),
+                "' names a metric group, not a task of ", bench.name);
     single_mask = at::zeros({n_tasks}, at::TensorOptions().dtype(at::kFloat).device(device));
     single_mask[single_index] = 1.0f;
     rule = "validation " + key + (higher_is_better(key) ? "" : " (lower)") + ", single task";
@@ -445,8 +446,8 @@ TrainSummary Trainer::run() {
         }
         progress.finish();
         const std::string last =
-            e == 0 ? std::string("no checkpoint was written (the failure is in the first epoch)")
-                : "the last good checkpoint (epoch " + std::to_string(e) + ") is intact in " + ckpt +
+            e == 0 ? std::string("No checkpoint was written (the failure is in the first epoch)")
+                : "The last good checkpoint (epoch " + std::to_string(e) + ") is intact in " + ckpt +
                       "; `bayesagg train --resume " + dir + "` continues from it";
         TORCH_CHECK(false, what, " at epoch ", e + 1, ", step ", s + 1, " of ", nb,
                     "; the run stopped before the optimiser step. ", last,

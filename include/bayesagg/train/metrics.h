@@ -70,8 +70,11 @@ struct SelectionScore {
 /// accuracy; synthetic-regression: minus the mean over tasks of MAE / sigma_t. Other benchmarks:
 /// mean accuracy when there are classification metrics, else minus the mean MSE.
 SelectionScore selection_score(const Benchmark& benchmark, const MetricMap& val);
-/// The criterion of single-task learning of `task`: its first metric in `metric_keys` order
-/// (e.g. `left/accuracy`, `task_3/mae`), negated when lower is better.
+/// The validation metric that selects the epoch of single-task learning of `task`: its AUC for
+/// a binary task (accuracy at logit 0 rewards predicting "no" on imbalanced tasks), otherwise
+/// its first metric in `metric_keys` order (e.g. `left/accuracy`, `task_3/mae`).
+std::string single_task_selection_key(const Benchmark& benchmark, const std::string& task);
+/// `single_task_selection_key`'s value, negated when lower is better.
 SelectionScore single_task_score(const Benchmark& benchmark, const MetricMap& val,
                                  const std::string& task);
 /// The metric keys of one task (in `metric_keys` order); throws listing the task names when
