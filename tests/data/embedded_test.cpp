@@ -5,6 +5,8 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -15,23 +17,11 @@
 
 using namespace bayesagg;
 namespace fs = std::filesystem;
+using bayesagg::testing::TempDir;
+using bayesagg::testing::contains;
+using bayesagg::testing::error_of;
 
 namespace {
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.msg();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 /// The multi-fashion recipe written out pixel by pixel: a 36×36 zero canvas, the left image
 /// (scaled to [0, 1], times its factor) at [0:28, 0:28], the right one at [6:34, 6:34] with a

@@ -6,30 +6,19 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <filesystem>
 #include <random>
 #include <string>
 
 using namespace bayesagg;
 namespace fs = std::filesystem;
+using bayesagg::testing::TempDir;
 
 namespace {
 
 /// A fresh temporary folder, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("bayesagg_cache_test_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
 std::vector<cache::TensorSpec> specs_of(const std::vector<std::string>& names,
                                         const std::vector<at::Tensor>& ts) {
   std::vector<cache::TensorSpec> s;

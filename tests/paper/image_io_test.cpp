@@ -8,6 +8,8 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <array>
 #include <filesystem>
 #include <random>
@@ -15,37 +17,11 @@
 
 using namespace bayesagg;
 namespace fs = std::filesystem;
+using bayesagg::testing::TempDir;
+using bayesagg::testing::contains;
+using bayesagg::testing::error_of;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("bayesagg_image_test_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.msg();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 at::Tensor pattern(int64_t c, int64_t h, int64_t w) {
   return (at::arange(c * h * w, at::kLong) * 37 % 256).to(at::kByte).reshape({c, h, w});
