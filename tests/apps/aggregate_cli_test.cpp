@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sys/wait.h>
+#include <unistd.h>
 
 namespace fs = std::filesystem;
 using bayesagg::testing::rel_err;
@@ -24,11 +25,16 @@ struct CliResult {
 
 /// Runs the CLI with `args`, capturing stderr.
 CliResult run_cli(const std::string& args) {
-  const fs::path err_file = fs::temp_directory_path() / "bayesagg_cli_stderr.txt";
+  // One stderr file per process and call: ctest runs tests of this binary in parallel processes.
+  static int calls = 0;
+  const fs::path err_file = fs::temp_directory_path() /
+                            ("bayesagg_cli_stderr_" + std::to_string(::getpid()) + "_" +
+                             std::to_string(++calls) + ".txt");
   const std::string cmd = std::string(BAYESAGG_CLI) + " " + args + " 2> " + err_file.string();
   const int rc = std::system(cmd.c_str());
   std::ifstream in(err_file);
   std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  fs::remove(err_file);
   return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, err};
 }
 
@@ -53,7 +59,7 @@ json read_json(const fs::path& p) {
 }
 
 fs::path temp_dir() {
-  const fs::path d = fs::temp_directory_path() / "bayesagg_cli_test";
+  const fs::path d = fs::temp_directory_path() / ("bayesagg_cli_test_" + std::to_string(::getpid()));
   fs::create_directories(d);
   return d;
 }
