@@ -6,6 +6,7 @@
 /// training batch are collected in preallocated storage, and the full-data posteriors over the
 /// heads are built from the previous epoch's collection at the first step of the next epoch.
 
+#include "bayesagg/core/serialize_fwd.h"
 #include "bayesagg/bayes/aggregate.h"
 #include "bayesagg/bayes/moments.h"
 #include "bayesagg/bayes/posterior.h"
@@ -19,12 +20,6 @@
 #include <string>
 #include <vector>
 
-namespace torch {
-namespace serialize {
-class OutputArchive;
-class InputArchive;
-}  // namespace serialize
-}  // namespace torch
 
 namespace bayesagg {
 

@@ -8,6 +8,7 @@
 /// solved here (methods/small_qp.h and ATen's eigendecomposition); a solver that misses its
 /// tolerance reports it in `GradientAggregate::solve`, and the stateful classes count it.
 
+#include "bayesagg/core/serialize_fwd.h"
 #include "bayesagg/methods/options.h"
 #include "bayesagg/methods/small_qp.h"
 
@@ -20,12 +21,6 @@
 #include <string>
 #include <vector>
 
-namespace torch {
-namespace serialize {
-class OutputArchive;
-class InputArchive;
-}  // namespace serialize
-}  // namespace torch
 
 namespace bayesagg {
 

@@ -3,18 +3,13 @@
 /// IGBv2 agent's networks) and for the toy problem: the arithmetic of `torch.optim.Adam`
 /// (bias-corrected, L2 weight decay added to the gradient, no AMSGrad), checkpointable.
 
+#include "bayesagg/core/serialize_fwd.h"
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-namespace torch {
-namespace serialize {
-class OutputArchive;
-class InputArchive;
-}  // namespace serialize
-}  // namespace torch
 
 namespace bayesagg {
 

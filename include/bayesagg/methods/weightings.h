@@ -2,6 +2,7 @@
 /// Loss weightings: losses (and, for some, their history) in, task weights out. Each is a pure
 /// function or a small checkpointable class; the `Method`s in methods/baselines.h wrap them.
 
+#include "bayesagg/core/serialize_fwd.h"
 #include "bayesagg/methods/options.h"
 #include "bayesagg/methods/sac.h"
 #include "bayesagg/methods/small_adam.h"
@@ -15,12 +16,6 @@
 #include <string>
 #include <vector>
 
-namespace torch {
-namespace serialize {
-class OutputArchive;
-class InputArchive;
-}  // namespace serialize
-}  // namespace torch
 
 namespace bayesagg {
 

@@ -13,6 +13,7 @@
 ///
 /// The implementation (torch::nn modules) is private: this header stays light.
 
+#include "bayesagg/core/serialize_fwd.h"
 #include "bayesagg/core/task_group.h"
 
 #include <ATen/core/Tensor.h>
@@ -25,12 +26,6 @@
 #include <string>
 #include <vector>
 
-namespace torch {
-namespace serialize {
-class OutputArchive;
-class InputArchive;
-}  // namespace serialize
-}  // namespace torch
 
 namespace bayesagg {
 
