@@ -1,4 +1,5 @@
 // `bayesagg aggregate` end to end: every public fixture through the command, and bad input.
+#include "json_util.h"
 #include "test_util.h"
 
 #include <ATen/ATen.h>
@@ -38,20 +39,7 @@ CliResult run_cli(const std::string& args) {
   return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, err};
 }
 
-at::Tensor tensor(const json& j) {
-  std::vector<double> flat;
-  std::vector<int64_t> shape;
-  std::function<void(const json&, size_t)> walk = [&](const json& v, size_t depth) {
-    if (v.is_array()) {
-      if (shape.size() <= depth) shape.push_back(static_cast<int64_t>(v.size()));
-      for (const auto& e : v) walk(e, depth + 1);
-    } else {
-      flat.push_back(v.get<double>());
-    }
-  };
-  walk(j, 0);
-  return at::tensor(flat, at::kDouble).reshape(shape);
-}
+at::Tensor tensor(const json& j) { return bayesagg::testing::json_tensor(j); }
 
 json read_json(const fs::path& p) {
   std::ifstream in(p);

@@ -2,6 +2,7 @@
 // tolerance (and the exact binary estimator within the fixtures' own sampling error).
 #include "bayesagg/io/problem.h"
 
+#include "json_util.h"
 #include "test_util.h"
 
 #include <ATen/ATen.h>
@@ -15,20 +16,7 @@ using bayesagg::testing::rel_err;
 
 namespace {
 
-at::Tensor from_json(const nlohmann::json& j) {
-  std::vector<double> flat;
-  std::vector<int64_t> shape;
-  std::function<void(const nlohmann::json&, size_t)> walk = [&](const nlohmann::json& v, size_t depth) {
-    if (v.is_array()) {
-      if (shape.size() <= depth) shape.push_back(static_cast<int64_t>(v.size()));
-      for (const auto& e : v) walk(e, depth + 1);
-    } else {
-      flat.push_back(v.get<double>());
-    }
-  };
-  walk(j, 0);
-  return at::tensor(flat, at::kDouble).reshape(shape);
-}
+at::Tensor from_json(const nlohmann::json& j) { return bayesagg::testing::json_tensor(j); }
 
 struct Case {
   std::string path;
