@@ -1,14 +1,14 @@
 // `bayesagg train`: train a multi-task model on an embedded benchmark (see docs/training.md).
 #include "commands.h"
+#include "setting_flags.h"
 
 #include "bayesagg/core/files.h"
 #include "bayesagg/data/embedded.h"
-#include "bayesagg/train/metrics.h"
+#include "bayesagg/train/compare.h"
 #include "bayesagg/train/options.h"
 #include "bayesagg/train/trainer.h"
 
 #include <c10/util/Exception.h>
-#include <nlohmann/json.hpp>
 
 #include <iostream>
 #include <map>
@@ -27,55 +27,11 @@ bool resume_may_change(const std::string& key) {
   return key == "threads" || key == "progress" || key == "data-dir" || key == "device";
 }
 
-/// `--method stl`: one single-task run per task (linear scalarisation on that task's loss alone,
-/// same network and budget), then `<out>/stl_baseline.json` with each task's metrics at its best
-/// validation epoch, in the format `--stl-baseline` reads.
-int train_single_task_baselines(TrainOptions o) {
-  o.method("ls");
-  o.stl_task("");
-  o.validate();
-  const std::string out = o.out().empty() ? "runs/" + o.benchmark() + "-stl-seed" +
-                                                std::to_string(o.seed())
-                                          : o.out();
-  const Benchmark bench = make_benchmark(o.benchmark(), EmbeddedOptions()
-                                                            .data_dir(o.data_dir())
-                                                            .seed(o.data_seed())
-                                                            .train_subset(o.train_subset()));
-  nlohmann::ordered_json test = nlohmann::ordered_json::object(),
-                         val = nlohmann::ordered_json::object();
-  for (const auto& task : bench.task_names) {
-    std::cout << "\n=== single-task learning of '" << task << "' ("
-              << &task - &bench.task_names[0] + 1 << "/" << bench.task_names.size() << ")\n";
-    TrainOptions t = o;
-    t.stl_task(task).out(out + "/" + task);
-    Trainer trainer(t, bench);
-    trainer.set_log(&std::cout);
-    const TrainSummary s = trainer.run();
-    for (const auto& key : task_metric_keys(bench, task)) {
-      test[key] = s.test.at(key);
-      val[key] = s.val.at(key);
-    }
-  }
-  nlohmann::ordered_json j;
-  j["_note"] = "single-task baselines: each task trained alone (bayesagg train --method stl), "
-               "metrics at its best validation epoch";
-  j["_settings"] = nlohmann::ordered_json::parse(options_to_json(o));
-  j["test"] = test;
-  j["val"] = val;
-  const std::string path = out + "/stl_baseline.json";
-  write_file_atomic(path, j.dump(2) + "\n");
-  std::cout << "\nsingle-task baselines (test) written to " << path << ":\n"
-            << test.dump(2) << "\nuse them with --stl-baseline " << path << "\n";
-  return 0;
-}
-
 }  // namespace
 
 Command add_train(CLI::App& app) {
   struct Args {
-    std::map<std::string, std::string> values;
-    std::map<std::string, CLI::Option*> options;
-    bool overwrite = false;
+    std::unique_ptr<SettingFlags> flags;
     std::string config, resume;
     CLI::Option* config_opt = nullptr;
     CLI::Option* resume_opt = nullptr;
@@ -88,14 +44,7 @@ Command add_train(CLI::App& app) {
       "Without arguments: BayesAgg-MTL on multi-fashion for " +
           std::to_string(kQuickEpochs) +
           " epochs (a few minutes on 2 cores), then the table of test metrics.");
-  for (const auto& s : train_settings()) {
-    if (s.value_name == "BOOL") {
-      a->options[s.key] = sub->add_flag("--" + s.key, a->overwrite, s.help);
-    } else {
-      a->options[s.key] =
-          sub->add_option("--" + s.key, a->values[s.key], s.help)->type_name(s.value_name);
-    }
-  }
+  a->flags = std::make_unique<SettingFlags>(sub, std::set<std::string>{});
   a->config_opt = sub->add_option("--config", a->config,
                                   "JSON file of settings: the long option names without dashes "
                                   "as keys (e.g. {\"batch-size\": 128}); flags override it")
@@ -117,14 +66,8 @@ Command add_train(CLI::App& app) {
 
   return {sub, [a, sub]() {
     TrainOptions o;
-    std::vector<std::string> given;
-    for (const auto& s : train_settings()) {
-      if (a->options.at(s.key)->count() > 0) given.push_back(s.key);
-    }
-    const auto value_of = [&](const std::string& key) {
-      return key == "overwrite" ? std::string(a->overwrite ? "true" : "false")
-                                : a->values.at(key);
-    };
+    const std::vector<std::string> given = a->flags->given();
+    const auto value_of = [&](const std::string& key) { return a->flags->value(key); };
     if (a->resume_opt->count() > 0) {
       o = resume_options(a->resume);
       for (const auto& key : given) {
@@ -142,7 +85,7 @@ Command add_train(CLI::App& app) {
       if (a->config_opt->count() > 0) {
         apply_config_json(o, read_file(a->config), "--config '" + a->config + "'");
       }
-      for (const auto& key : given) apply_setting(o, key, value_of(key));
+      a->flags->apply(o);
       if (given.empty() && a->config_opt->count() == 0) {
         o.epochs(kQuickEpochs);
         std::cout << "bayesagg train: no arguments, so the quick default run: BayesAgg-MTL on "
@@ -155,7 +98,19 @@ Command add_train(CLI::App& app) {
     if (o.method() == "stl") {
       TORCH_CHECK(a->resume_opt->count() == 0, "--method stl cannot be resumed as a whole; "
                   "resume the stopped task's folder (<out>/<task>) instead");
-      return train_single_task_baselines(o);
+      o.method("ls");
+      o.validate();
+      const std::string out = o.out().empty() ? "runs/" + o.benchmark() + "-stl-seed" +
+                                                    std::to_string(o.seed())
+                                              : o.out();
+      const Benchmark bench = make_benchmark(o.benchmark(), EmbeddedOptions()
+                                                                .data_dir(o.data_dir())
+                                                                .seed(o.data_seed())
+                                                                .train_subset(o.train_subset()));
+      const SingleTaskResult r = train_single_tasks(o.out(out), bench, &std::cout);
+      std::cout << "\nsingle-task baselines (test) written to " << r.baseline_file << "; use "
+                << "them with --stl-baseline " << r.baseline_file << "\n";
+      return 0;
     }
     Trainer trainer(o);
     trainer.set_log(&std::cout);

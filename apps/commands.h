@@ -17,6 +17,7 @@ Command add_aggregate(CLI::App& app);
 Command add_bench(CLI::App& app);
 Command add_train(CLI::App& app);
 Command add_toy(CLI::App& app);
+Command add_compare(CLI::App& app);
 
 /// Sets LibTorch's intra-op threads (0 = all cores) and returns the number used.
 int set_threads(int threads);

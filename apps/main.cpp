@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
       bayesagg::cli::add_bench(app),
       bayesagg::cli::add_train(app),
       bayesagg::cli::add_toy(app),
+      bayesagg::cli::add_compare(app),
   };
   bayesagg::retain_freed_memory();
   try {

@@ -123,6 +123,64 @@ void TrainOptions::validate() const {
   TORCH_CHECK(d == "cpu" || d.rfind("cuda", 0) == 0, "--device must be cpu or cuda[:N], got '",
               d, "'");
   bayesagg().validate();
+  const auto& g = gradient();
+  TORCH_CHECK(g.graddrop().leak() >= 0 && g.graddrop().leak() <= 1,
+              "--graddrop-leak must be in [0, 1], got ", g.graddrop().leak());
+  TORCH_CHECK(g.gradvac().beta() > 0 && g.gradvac().beta() <= 1,
+              "--gradvac-beta must be in (0, 1], got ", g.gradvac().beta());
+  TORCH_CHECK(g.cagrad().c() >= 0, "--cagrad-c must be >= 0, got ", g.cagrad().c());
+  TORCH_CHECK(g.nashmtl().update_weights_every() >= 1, "--nashmtl-update-every must be >= 1, got ",
+              g.nashmtl().update_weights_every());
+  TORCH_CHECK(g.nashmtl().max_norm() >= 0, "--nashmtl-max-norm must be >= 0 (0 = off), got ",
+              g.nashmtl().max_norm());
+  TORCH_CHECK(g.dbmtl().beta() >= 0 && g.dbmtl().beta() < 1, "--dbmtl-beta must be in [0, 1), got ",
+              g.dbmtl().beta());
+  const auto& w = weighting();
+  TORCH_CHECK(w.dwa().temperature() > 0, "--dwa-temperature must be > 0, got ",
+              w.dwa().temperature());
+  TORCH_CHECK(w.uw().lr() > 0, "--uw-lr must be > 0, got ", w.uw().lr());
+  TORCH_CHECK(w.famo().lr() > 0, "--famo-lr must be > 0, got ", w.famo().lr());
+  TORCH_CHECK(w.famo().weight_decay() >= 0, "--famo-weight-decay must be >= 0, got ",
+              w.famo().weight_decay());
+}
+
+bool is_default_protocol(const TrainOptions& o) {
+  return o.data_seed() == 0 && o.train_subset() == 0 && o.trunk() == "auto" &&
+         o.representation_dim() == 64 && o.batch_size() == 256 && o.lr() == 1e-3 &&
+         o.resolved_epochs() == default_epochs(o.benchmark());
+}
+
+namespace {
+
+/// The settings that do not change a run's numbers (they may differ when resuming).
+const char* const kRunFree[] = {"threads", "progress", "overwrite", "out", "data-dir", "device"};
+
+nlohmann::json comparable_config(const std::string& text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK(false, "a run's config is not valid JSON: ", e.what());
+  }
+  TORCH_CHECK(j.is_object(), "a run's config must be a JSON object");
+  for (const char* k : kRunFree) j.erase(k);
+  for (auto it = j.begin(); it != j.end();) {
+    it = (!it.key().empty() && it.key()[0] == '_') ? j.erase(it) : std::next(it);
+  }
+  return j;
+}
+
+}  // namespace
+
+std::string first_setting_difference(const std::string& config_a, const std::string& config_b) {
+  const nlohmann::json a = comparable_config(config_a), b = comparable_config(config_b);
+  for (const auto& [key, value] : b.items()) {
+    if (!a.contains(key) || a[key] != value) return key;
+  }
+  for (const auto& [key, value] : a.items()) {
+    if (!b.contains(key)) return key;
+  }
+  return "";
 }
 
 const std::vector<SettingInfo>& train_settings() {
@@ -175,6 +233,25 @@ const std::vector<SettingInfo>& train_settings() {
        "(default: exact)"},
       {"quadrature-points", "N",
        "BayesAgg-MTL: Gauss-Hermite points of the exact binary moments (default: 48)"},
+      {"head-gradient", "sum|weighted",
+       "Gradient baselines: the heads get the gradient of the plain sum of losses (sum, MGDA's "
+       "Algorithm 2) or of the method's weighted sum (weighted) (default: sum)"},
+      {"pcgrad-reduction", "sum|mean",
+       "PCGrad: sum (the paper) or average the projected gradients (default: sum)"},
+      {"graddrop-leak", "X", "GradDrop: fraction of every gradient always kept (default: 0)"},
+      {"gradvac-beta", "X", "GradVac: EMA decay of the target similarities (default: 0.01)"},
+      {"cagrad-c", "X", "CAGrad: radius c of the ball around the mean gradient (default: 0.4)"},
+      {"nashmtl-update-every", "N",
+       "Nash-MTL: solve the bargaining problem every N steps (default: 1)"},
+      {"nashmtl-max-norm", "X",
+       "Nash-MTL: clip the aggregated shared gradient to this norm, 0 = off (default: 1)"},
+      {"aligned-scale", "min|median|rmse",
+       "Aligned-MTL: scale of the aligned gradients (default: min, the paper's)"},
+      {"dbmtl-beta", "X", "DB-MTL: EMA factor of the log-loss gradients (default: 0.9)"},
+      {"dwa-temperature", "X", "DWA: softmax temperature (default: 2)"},
+      {"uw-lr", "X", "UW: Adam learning rate of the log-variances (default: 0.025)"},
+      {"famo-lr", "X", "FAMO: learning rate of the task logits (default: 0.025)"},
+      {"famo-weight-decay", "X", "FAMO: weight decay of the task logits (default: 0.001)"},
       {"trunk", "NAME", "Trunk network: auto (cnn for images, mlp for vectors), cnn or mlp"},
       {"representation-dim", "N", "Width of the shared representation h (default: 64)"},
       {"progress", "MODE",
@@ -239,6 +316,40 @@ void apply_setting(TrainOptions& o, const std::string& key, const std::string& v
     b.binary_moments(parse_moment_estimator(v));
   } else if (key == "quadrature-points") {
     b.quadrature_points(parse_int(key, v));
+  } else if (key == "head-gradient") {
+    TORCH_CHECK(v == "sum" || v == "weighted", "--head-gradient must be sum or weighted, got '",
+                v, "'");
+    o.gradient().heads(v == "sum" ? HeadGradient::sum : HeadGradient::weighted);
+  } else if (key == "pcgrad-reduction") {
+    TORCH_CHECK(v == "sum" || v == "mean", "--pcgrad-reduction must be sum or mean, got '", v,
+                "'");
+    o.gradient().pcgrad().mean(v == "mean");
+  } else if (key == "graddrop-leak") {
+    o.gradient().graddrop().leak(parse_double(key, v));
+  } else if (key == "gradvac-beta") {
+    o.gradient().gradvac().beta(parse_double(key, v));
+  } else if (key == "cagrad-c") {
+    o.gradient().cagrad().c(parse_double(key, v));
+  } else if (key == "nashmtl-update-every") {
+    o.gradient().nashmtl().update_weights_every(parse_int(key, v));
+  } else if (key == "nashmtl-max-norm") {
+    o.gradient().nashmtl().max_norm(parse_double(key, v));
+  } else if (key == "aligned-scale") {
+    TORCH_CHECK(v == "min" || v == "median" || v == "rmse",
+                "--aligned-scale must be min, median or rmse, got '", v, "'");
+    o.gradient().alignedmtl().scale(v == "min"      ? AlignedScale::min
+                                    : v == "median" ? AlignedScale::median
+                                                    : AlignedScale::rmse);
+  } else if (key == "dbmtl-beta") {
+    o.gradient().dbmtl().beta(parse_double(key, v));
+  } else if (key == "dwa-temperature") {
+    o.weighting().dwa().temperature(parse_double(key, v));
+  } else if (key == "uw-lr") {
+    o.weighting().uw().lr(parse_double(key, v));
+  } else if (key == "famo-lr") {
+    o.weighting().famo().lr(parse_double(key, v));
+  } else if (key == "famo-weight-decay") {
+    o.weighting().famo().weight_decay(parse_double(key, v));
   } else if (key == "trunk") {
     o.trunk(v);
   } else if (key == "representation-dim") {
@@ -283,6 +394,24 @@ std::string setting_value(const TrainOptions& o, const std::string& key) {
   if (key == "mc-samples") return std::to_string(b.mc_samples());
   if (key == "binary-moments") return to_string(b.binary_moments());
   if (key == "quadrature-points") return std::to_string(b.quadrature_points());
+  const auto& g = o.gradient();
+  const auto& w = o.weighting();
+  if (key == "head-gradient") return g.heads() == HeadGradient::sum ? "sum" : "weighted";
+  if (key == "pcgrad-reduction") return g.pcgrad().mean() ? "mean" : "sum";
+  if (key == "graddrop-leak") return num(g.graddrop().leak());
+  if (key == "gradvac-beta") return num(g.gradvac().beta());
+  if (key == "cagrad-c") return num(g.cagrad().c());
+  if (key == "nashmtl-update-every") return std::to_string(g.nashmtl().update_weights_every());
+  if (key == "nashmtl-max-norm") return num(g.nashmtl().max_norm());
+  if (key == "aligned-scale") {
+    const AlignedScale a = g.alignedmtl().scale();
+    return a == AlignedScale::min ? "min" : a == AlignedScale::median ? "median" : "rmse";
+  }
+  if (key == "dbmtl-beta") return num(g.dbmtl().beta());
+  if (key == "dwa-temperature") return num(w.dwa().temperature());
+  if (key == "uw-lr") return num(w.uw().lr());
+  if (key == "famo-lr") return num(w.famo().lr());
+  if (key == "famo-weight-decay") return num(w.famo().weight_decay());
   if (key == "trunk") return o.trunk();
   if (key == "representation-dim") return std::to_string(o.representation_dim());
   if (key == "progress") return o.progress();

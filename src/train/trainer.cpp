@@ -96,23 +96,6 @@ std::string fixed(double v, int digits) {
   return os.str();
 }
 
-/// The keys of the run's config that may differ when resuming.
-const char* const kResumeFree[] = {"threads", "progress", "overwrite", "out", "data-dir",
-                                   "device"};
-
-nlohmann::json comparable_config(const std::string& text) {
-  nlohmann::json j = nlohmann::json::parse(text);
-  for (const char* k : kResumeFree) j.erase(k);
-  for (auto it = j.begin(); it != j.end();) {
-    if (!it.key().empty() && it.key()[0] == '_') {
-      it = j.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  return j;
-}
-
 }  // namespace
 
 uint64_t derive_seed(uint64_t seed, uint64_t stream) {
@@ -262,10 +245,7 @@ TrainSummary Trainer::run() {
     stl = stored_stl_baselines(bench.name);
     // The stored baselines were measured under the default protocol (docs/training.md); they do
     // not apply to other data, networks or budgets.
-    const bool default_protocol =
-        !impl_->given && o.data_seed() == 0 && o.train_subset() == 0 && o.trunk() == "auto" &&
-        o.representation_dim() == 64 && o.batch_size() == 256 && o.lr() == 1e-3 &&
-        epochs == default_epochs(bench.name);
+    const bool default_protocol = !impl_->given && is_default_protocol(o);
     if (!stl.empty() && default_protocol) {
       stl_source = "the stored baselines of docs/training.md";
     } else if (!stl.empty()) {
@@ -301,6 +281,8 @@ TrainSummary Trainer::run() {
   mc.bayesagg = o.bayesagg();
   mc.bayesagg.seed(derive_seed(o.seed(), 3));
   mc.ls_epochs = o.ls_epochs();
+  mc.weighting = o.weighting();
+  mc.gradient = o.gradient();
   mc.seed = derive_seed(o.seed(), 4);
   std::unique_ptr<Method> method =
       make_method(o.method(), bench.groups, model.representation_dim(), mc);
@@ -312,12 +294,13 @@ TrainSummary Trainer::run() {
   int64_t start_epoch = 0;
   if (o.resume()) {
     const CheckpointState st = load_checkpoint(ckpt, model, adam, *method, shuffle);
-    const nlohmann::json was = comparable_config(st.config_json);
-    const nlohmann::json now = comparable_config(config);
-    for (const auto& [key, value] : now.items()) {
-      TORCH_CHECK(was.contains(key) && was[key] == value, "cannot resume '", dir, "': setting '",
-                  key, "' was ", was.contains(key) ? was[key].dump() : "absent",
-                  " in the checkpoint and is ", value.dump(), " now");
+    const std::string key = first_setting_difference(st.config_json, config);
+    if (!key.empty()) {
+      const nlohmann::json was = nlohmann::json::parse(st.config_json);
+      const nlohmann::json now = nlohmann::json::parse(config);
+      TORCH_CHECK(false, "cannot resume '", dir, "': setting '", key, "' was ",
+                  was.contains(key) ? was[key].dump() : "absent", " in the checkpoint and is ",
+                  now.contains(key) ? now[key].dump() : "absent", " now");
     }
     TORCH_CHECK(st.schedule.milestones == schedule.milestones, "cannot resume '", dir,
                 "': the checkpoint's learning-rate milestones differ");

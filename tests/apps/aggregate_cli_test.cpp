@@ -1,4 +1,5 @@
 // `bayesagg aggregate` end to end: every public fixture through the command, and bad input.
+#include "cli_util.h"
 #include "json_util.h"
 #include "test_util.h"
 
@@ -10,34 +11,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sys/wait.h>
-#include <unistd.h>
 
 namespace fs = std::filesystem;
+using bayesagg::testing::CliResult;
 using bayesagg::testing::rel_err;
+using bayesagg::testing::run_cli;
 using nlohmann::json;
 
 namespace {
-
-struct CliResult {
-  int status;
-  std::string err;
-};
-
-/// Runs the CLI with `args`, capturing stderr.
-CliResult run_cli(const std::string& args) {
-  // One stderr file per process and call: ctest runs tests of this binary in parallel processes.
-  static int calls = 0;
-  const fs::path err_file = fs::temp_directory_path() /
-                            ("bayesagg_cli_stderr_" + std::to_string(::getpid()) + "_" +
-                             std::to_string(++calls) + ".txt");
-  const std::string cmd = std::string(BAYESAGG_CLI) + " " + args + " 2> " + err_file.string();
-  const int rc = std::system(cmd.c_str());
-  std::ifstream in(err_file);
-  std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  fs::remove(err_file);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, err};
-}
 
 at::Tensor tensor(const json& j) { return bayesagg::testing::json_tensor(j); }
 

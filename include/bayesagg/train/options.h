@@ -4,6 +4,7 @@
 
 #include "bayesagg/bayes/bayes_agg.h"
 #include "bayesagg/data/embedded.h"
+#include "bayesagg/methods/options.h"
 
 #include <torch/arg.h>
 
@@ -57,6 +58,10 @@ struct TrainOptions {
   TORCH_ARG(int64_t, ls_epochs) = 1;
   /// BayesAgg-MTL's hyper-parameters (its `seed` is derived from `seed`).
   TORCH_ARG(BayesAggOptions, bayesagg) = {};
+  /// Options of the loss-weighting baselines (dwa, uw, famo, ...), methods/options.h.
+  TORCH_ARG(WeightingOptions, weighting) = {};
+  /// Options of the gradient baselines (cagrad, nashmtl, pcgrad, ...), methods/options.h.
+  TORCH_ARG(GradientOptions, gradient) = {};
   /// `auto`, `cnn` or `mlp`.
   TORCH_ARG(std::string, trunk) = "auto";
   /// Width of the shared representation.
@@ -81,6 +86,17 @@ struct TrainOptions {
   /// `out`, or `runs/<benchmark>-<method>-seed<S>` when empty.
   std::string resolved_out() const;
 };
+
+/// Whether a run follows the default protocol under which the stored single-task baselines
+/// were measured (data-seed 0, all training items, default network, batch 256, lr 1e-3, the
+/// benchmark's default epochs); only then do the stored baselines give its Δm.
+bool is_default_protocol(const TrainOptions& options);
+
+/// The first setting (a registry key) whose value differs between two config.json texts,
+/// ignoring the settings that do not change a run's numbers (threads, progress, overwrite, out,
+/// data-dir, device) and `_`-prefixed entries; empty when they agree. A setting absent from one
+/// side counts as different.
+std::string first_setting_difference(const std::string& config_a, const std::string& config_b);
 
 /// The benchmark's default number of epochs: 10 (Fashion family), 30 (synthetic-regression).
 int64_t default_epochs(const std::string& benchmark);

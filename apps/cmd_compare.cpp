@@ -1,0 +1,201 @@
+// `bayesagg compare`: train several methods over several seeds on one benchmark and write the
+// paper-style table (see docs/methods.md, "Comparing methods").
+#include "commands.h"
+#include "setting_flags.h"
+
+#include "bayesagg/core/files.h"
+#include "bayesagg/data/embedded.h"
+#include "bayesagg/methods/method.h"
+#include "bayesagg/train/compare.h"
+#include "bayesagg/train/options.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace bayesagg::cli {
+namespace {
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+/// Checks the method list: known names (or stl), no repeats.
+std::vector<std::string> parse_methods(const std::string& text) {
+  const std::vector<std::string> methods = split_list(text);
+  TORCH_CHECK(!methods.empty(), "--methods: expected a comma-separated list, got '", text, "'");
+  auto known = method_names();
+  known.push_back("stl");
+  for (size_t i = 0; i < methods.size(); ++i) {
+    TORCH_CHECK(std::find(known.begin(), known.end(), methods[i]) != known.end(),
+                "--methods: unknown method '", methods[i], "' (known: ",
+                std::accumulate(known.begin() + 1, known.end(), known.front(),
+                                [](std::string a, const std::string& b) { return a + ", " + b; }),
+                ")");
+    TORCH_CHECK(std::find(methods.begin(), methods.begin() + i, methods[i]) ==
+                    methods.begin() + i,
+                "--methods: '", methods[i], "' is listed twice");
+  }
+  return methods;
+}
+
+std::string runs_csv(const std::vector<CompareRun>& runs, const std::vector<std::string>& keys) {
+  std::ostringstream os;
+  os.precision(10);
+  os << "method,seed,status,epoch_seconds";
+  for (const auto& key : keys) os << "," << key;
+  os << "\n";
+  for (const auto& r : runs) {
+    os << r.method << "," << r.seed << "," << (r.error.empty() ? "ok" : "failed") << ","
+       << r.epoch_seconds;
+    for (const auto& key : keys) {
+      os << ",";
+      if (const auto it = r.test.find(key); it != r.test.end()) os << it->second;
+    }
+    os << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace
+
+Command add_compare(CLI::App& app) {
+  struct Args {
+    std::unique_ptr<SettingFlags> flags;
+    std::string methods, out, config;
+    int64_t seeds = 3;
+    uint64_t first_seed = 1;
+    CLI::Option* config_opt = nullptr;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand(
+      "compare",
+      "Train every method of --methods with --seeds seeds on one benchmark (resumable: finished "
+      "runs are reused, stopped ones resumed) and write the paper-style table: per-task test "
+      "metrics as mean ± std over seeds, Δm% against single-task learning, mean rank, and time "
+      "per epoch relative to LS.");
+  sub->add_option("--methods", a->methods,
+                  "Comma-separated methods, e.g. stl,ls,mgda,nashmtl,bayesagg; stl trains one "
+                  "model per task and gives the baselines of Δm")
+      ->required()
+      ->type_name("LIST");
+  sub->add_option("--seeds", a->seeds, "Seeds per method (default: 3)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--first-seed", a->first_seed, "Seeds are first-seed, first-seed + 1, ... (default: 1)");
+  sub->add_option("--out", a->out, "Folder of the comparison: <out>/<method>/seed<S> per run, "
+                  "table.md, table.csv, runs.csv")
+      ->required()
+      ->type_name("DIR");
+  a->config_opt = sub->add_option("--config", a->config,
+                                  "JSON file of training settings (as `bayesagg train --config`); "
+                                  "flags override it")
+                      ->type_name("FILE");
+  a->flags = std::make_unique<SettingFlags>(
+      sub, std::set<std::string>{"method", "stl-task", "seed", "out", "overwrite"});
+  sub->footer("Every other option is a training setting of `bayesagg train` (same defaults). "
+              "Without stl in --methods, Δm uses --stl-baseline FILE, or the stored baselines "
+              "under the default protocol. Run the same command again to continue a stopped "
+              "comparison.");
+
+  return {sub, [a]() {
+    TrainOptions base;
+    if (a->config_opt->count() > 0) {
+      apply_config_json(base, read_file(a->config), "--config '" + a->config + "'");
+    }
+    a->flags->apply(base);
+    base.method("ls").seed(a->first_seed).out("");
+    base.validate();
+    const std::vector<std::string> methods = parse_methods(a->methods);
+    const Benchmark bench = make_benchmark(base.benchmark(), EmbeddedOptions()
+                                                                 .data_dir(base.data_dir())
+                                                                 .seed(base.data_seed())
+                                                                 .train_subset(base.train_subset()));
+    const std::vector<std::string> keys = metric_keys(bench);
+    MetricMap baseline;
+    std::string baseline_source;
+    if (!base.stl_baseline().empty()) {
+      baseline = read_stl_baselines(base.stl_baseline());
+      baseline_source = base.stl_baseline();
+    } else if (is_default_protocol(base)) {
+      baseline = stored_stl_baselines(bench.name);
+      baseline_source = "the stored baselines of docs/training.md";
+    }
+    if (!baseline.empty()) check_stl_baselines(bench, baseline, baseline_source);
+    make_directories(a->out);
+
+    const int64_t total = static_cast<int64_t>(methods.size()) * a->seeds;
+    std::vector<CompareRun> runs;
+    int64_t index = 0;
+    const auto write_tables = [&]() {
+      const CompareTable t =
+          make_compare_table(bench.name, keys, methods, runs, baseline, baseline_source);
+      const std::filesystem::path out(a->out);
+      write_file_atomic((out / "table.md").string(),
+                        "# " + bench.name + ": " + std::to_string(a->seeds) + " seed(s)\n\n" +
+                            compare_table_markdown(t));
+      write_file_atomic((out / "table.csv").string(), compare_table_csv(t));
+      write_file_atomic((out / "runs.csv").string(), runs_csv(runs, keys));
+      return t;
+    };
+    for (const auto& m : methods) {
+      for (int64_t k = 0; k < a->seeds; ++k) {
+        const uint64_t seed = a->first_seed + static_cast<uint64_t>(k);
+        TrainOptions o = base;
+        o.seed(seed).out(
+            (std::filesystem::path(a->out) / m / ("seed" + std::to_string(seed))).string());
+        if (m != "stl") o.method(m);
+        std::cout << "\n##### [" << ++index << "/" << total << "] " << m << ", seed " << seed
+                  << " -> " << o.out() << std::endl;
+        CompareRun run;
+        run.method = m;
+        run.seed = seed;
+        try {
+          if (m == "stl") {
+            const SingleTaskResult r = train_single_tasks(o, bench, &std::cout);
+            run.test = r.test;
+            run.epoch_seconds = r.epoch_seconds;
+          } else {
+            RunStatus status = RunStatus::trained;
+            const TrainSummary s = train_or_reuse(o, bench, &std::cout, &status);
+            if (status == RunStatus::reused) std::cout << "finished earlier; reused\n";
+            run.test = s.test;
+            double sum = 0.0;
+            for (double t : s.epoch_train_seconds) sum += t;
+            run.epoch_seconds = s.epoch_train_seconds.empty()
+                                    ? 0.0
+                                    : sum / static_cast<double>(s.epoch_train_seconds.size());
+          }
+        } catch (const std::exception& e) {
+          const c10::Error* ce = dynamic_cast<const c10::Error*>(&e);
+          run.error = ce ? ce->msg() : e.what();
+          std::cout << "FAILED: " << run.error << std::endl;
+        }
+        runs.push_back(run);
+        write_tables();
+      }
+    }
+    const CompareTable t = write_tables();
+    std::cout << "\n" << compare_table_markdown(t) << "\nwritten: " << a->out << "/table.md, "
+              << a->out << "/table.csv, " << a->out << "/runs.csv\n";
+    const bool failed = std::any_of(runs.begin(), runs.end(),
+                                    [](const CompareRun& r) { return !r.error.empty(); });
+    return failed ? 1 : 0;
+  }};
+}
+
+}  // namespace bayesagg::cli

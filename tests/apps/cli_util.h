@@ -1,0 +1,37 @@
+#pragma once
+// Running the `bayesagg` CLI from the tests (BAYESAGG_CLI is the built executable).
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+namespace bayesagg::testing {
+
+struct CliResult {
+  int status;
+  std::string err;
+};
+
+/// Runs the CLI with `args` (a shell fragment; stdout goes where `args` redirects it),
+/// capturing stderr. One stderr file per process and call: ctest runs tests of one binary in
+/// parallel processes.
+inline CliResult run_cli(const std::string& args) {
+  static int calls = 0;
+  const std::filesystem::path err_file =
+      std::filesystem::temp_directory_path() /
+      ("bayesagg_cli_stderr_" + std::to_string(::getpid()) + "_" + std::to_string(++calls) +
+       ".txt");
+  const std::string cmd = std::string(BAYESAGG_CLI) + " " + args + " 2> " + err_file.string();
+  const int rc = std::system(cmd.c_str());
+  std::ifstream in(err_file);
+  std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(err_file);
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, err};
+}
+
+}  // namespace bayesagg::testing
