@@ -110,7 +110,7 @@ ToyResult run_toy(const std::string& method, const ToyOptions& options) {
   for (size_t s = 0; s < options.starts().size(); ++s) {
     const int64_t start = static_cast<int64_t>(s) + 1;
     std::unique_ptr<Method> m = make_method(method, groups, 2, options.config());
-    FamoMethod* famo = dynamic_cast<FamoMethod*>(m.get());
+    const bool wants_losses_after = m->needs().count(Need::losses_after_step) > 0;
     const auto [sx, sy] = options.starts()[s];
     at::Tensor theta = at::tensor(std::vector<double>{sx, sy}, at::kDouble).requires_grad_();
     SmallAdam adam(options.lr());
@@ -155,9 +155,9 @@ ToyResult run_toy(const std::string& method, const ToyOptions& options) {
       }
       adam.step({theta}, {g});
       m->on_epoch_end(k);
-      if (famo != nullptr) {
+      if (wants_losses_after) {
         const auto v = toy_losses_and_gradients(theta[0].item<double>(), theta[1].item<double>());
-        famo->observe_losses_after_step(
+        m->after_step(
             at::tensor(std::vector<double>{options.scale() * v[0], v[1]}, at::kDouble));
       }
       if ((k + 1) % options.record_every() == 0 || k + 1 == options.steps()) record(k + 1);

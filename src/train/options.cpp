@@ -155,10 +155,11 @@ namespace {
 /// The settings that do not change a run's numbers (they may differ when resuming).
 const char* const kRunFree[] = {"threads", "progress", "overwrite", "out", "data-dir", "device"};
 
-nlohmann::json comparable_config(const std::string& text) {
-  nlohmann::json j;
+/// The settings of a config.json text that change a run's numbers, in the file's order.
+nlohmann::ordered_json comparable_config(const std::string& text) {
+  nlohmann::ordered_json j;
   try {
-    j = nlohmann::json::parse(text);
+    j = nlohmann::ordered_json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     TORCH_CHECK(false, "a run's config is not valid JSON: ", e.what());
   }
@@ -173,7 +174,7 @@ nlohmann::json comparable_config(const std::string& text) {
 }  // namespace
 
 std::string first_setting_difference(const std::string& config_a, const std::string& config_b) {
-  const nlohmann::json a = comparable_config(config_a), b = comparable_config(config_b);
+  const nlohmann::ordered_json a = comparable_config(config_a), b = comparable_config(config_b);
   for (const auto& [key, value] : b.items()) {
     if (!a.contains(key) || a[key] != value) return key;
   }

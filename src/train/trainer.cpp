@@ -287,6 +287,7 @@ TrainSummary Trainer::run() {
   std::unique_ptr<Method> method =
       make_method(o.method(), bench.groups, model.representation_dim(), mc);
   method->reserve(train.size());
+  const bool wants_losses_after = method->needs().count(Need::losses_after_step) > 0;
   at::Generator shuffle = at::make_generator<at::CPUGeneratorImpl>(derive_seed(o.seed(), 2));
 
   const std::string config = options_to_json(o);
@@ -504,6 +505,17 @@ TrainSummary Trainer::run() {
         }
       }
       adam.step();
+      if (wants_losses_after) {
+        // The losses on the same batch after the step (FAMO's update), without autograd.
+        at::NoGradGuard no_grad;
+        const std::vector<at::Tensor> after = model.head_outputs(model.representation(batch.inputs));
+        std::vector<at::Tensor> after_parts;
+        for (size_t g = 0; g < bench.groups.size(); ++g) {
+          after_parts.push_back(task_losses(bench.groups[g], after[g], batch.labels[g]));
+        }
+        const at::Tensor l = at::cat(after_parts);
+        method->after_step(single ? l * single_mask : l);
+      }
       double total = 0.0;
       for (int64_t t = 0; t < n_tasks; ++t) {
         loss_sum[t] += rec.losses[t] * static_cast<double>(bsz);

@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <limits>
+#include <sstream>
 
 namespace bayesagg {
 namespace {
@@ -93,6 +94,53 @@ TEST(Trainer, ResumedRunEndsWithTheSameNumbersAsAnUninterruptedOne) {
   EXPECT_EQ(read_file(full + "/metrics.csv"), read_file(split + "/metrics.csv"));
   fs::remove_all(full);
   fs::remove_all(split);
+}
+
+TEST(Trainer, GivesFamoTheLossesAfterEveryStep) {
+  // FAMO declares Need::losses_after_step: the trainer recomputes the batch's losses after the
+  // optimiser step, so no update falls back to the delayed estimate (steps.csv delayed_update).
+  const std::string dir = temp_dir("famo");
+  Trainer(tiny(dir).method("famo").epochs(1), tiny_benchmark()).run();
+  std::istringstream csv(read_file(dir + "/steps.csv"));
+  std::string header, line;
+  std::getline(csv, header);
+  std::vector<std::string> cols;
+  for (std::stringstream hs(header); std::getline(hs, line, ',');) cols.push_back(line);
+  const auto col = std::find(cols.begin(), cols.end(), "delayed_update") - cols.begin();
+  ASSERT_LT(col, static_cast<long>(cols.size())) << header;
+  int rows = 0;
+  while (std::getline(csv, line)) {
+    std::vector<std::string> cells;
+    for (std::stringstream ls(line); std::getline(ls, header, ',');) cells.push_back(header);
+    ASSERT_GT(static_cast<long>(cells.size()), col) << line;
+    EXPECT_EQ(std::stod(cells[col]), 0.0) << line;
+    ++rows;
+  }
+  EXPECT_EQ(rows, 4);  // 512 items / batch 128
+  fs::remove_all(dir);
+}
+
+TEST(TrainOptions, BaselineOptionsReachTheCommandLineAndConfigs) {
+  TrainOptions o;
+  apply_setting(o, "cagrad-c", "0.25");
+  apply_setting(o, "nashmtl-update-every", "25");
+  apply_setting(o, "pcgrad-reduction", "mean");
+  apply_setting(o, "aligned-scale", "median");
+  apply_setting(o, "famo-lr", "0.01");
+  EXPECT_EQ(o.gradient().cagrad().c(), 0.25);
+  EXPECT_EQ(o.gradient().nashmtl().update_weights_every(), 25);
+  EXPECT_TRUE(o.gradient().pcgrad().mean());
+  EXPECT_EQ(o.gradient().alignedmtl().scale(), AlignedScale::median);
+  EXPECT_EQ(o.weighting().famo().lr(), 0.01);
+  TrainOptions back;
+  apply_config_json(back, options_to_json(o), "test");
+  EXPECT_EQ(options_to_json(back), options_to_json(o));
+  EXPECT_EQ(first_setting_difference(options_to_json(back), options_to_json(o)), "");
+  EXPECT_EQ(first_setting_difference(options_to_json(TrainOptions()), options_to_json(o)),
+            "pcgrad-reduction");  // registry order: the first that differs
+  EXPECT_THROW(apply_setting(o, "aligned-scale", "max"), c10::Error);
+  o.gradient().cagrad().c(-1);
+  EXPECT_THROW(o.validate(), c10::Error);
 }
 
 TEST(Trainer, RefusesToOverwriteAnUnfinishedRun) {

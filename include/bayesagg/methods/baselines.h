@@ -106,17 +106,21 @@ class UncertaintyWeightingMethod : public LossWeightingMethod {
   UncertaintyWeighting weighting_;
 };
 
-/// FAMO. The logits' update needs the losses before and after the model's step on the same batch.
-/// A trainer that can recompute them calls `observe_losses_after_step` after its optimiser step
-/// (the toy does); otherwise the update is made at the next `backward` from the previous and the
-/// current batch's losses (a delayed, noisier estimate of the same decrease). State: the logits,
-/// their Adam moments and the last losses.
+/// FAMO. The logits' update needs the losses before and after the model's step on the same batch,
+/// as the official code recomputes them: the method declares `Need::losses_after_step`, and the
+/// trainer (and the toy) pass them to `after_step` after the optimiser's step. A caller that
+/// cannot recompute them may skip it: the update is then made at the next `backward` from the
+/// previous and the current batch's losses (a delayed, noisier estimate of the same decrease;
+/// counted in the `delayed_update` diagnostic). State: the logits, their Adam moments and the
+/// last losses.
 class FamoMethod : public LossWeightingMethod {
  public:
   FamoMethod(int64_t tasks, FamoOptions options);
   std::string name() const override { return "famo"; }
   std::string describe() const override;
+  std::set<Need> needs() const override { return {Need::losses, Need::losses_after_step}; }
   void backward(Step& step) override;
+  void after_step(const at::Tensor& losses) override { observe_losses_after_step(losses); }
   /// The losses on the last step's batch after the model's step.
   void observe_losses_after_step(const at::Tensor& losses);
   const FamoWeighting& weighting() const { return weighting_; }

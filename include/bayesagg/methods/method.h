@@ -25,6 +25,7 @@ enum class Need {
   shared_grads,          ///< per-task gradients of the shared (trunk) parameters
   representation_grads,  ///< per-task gradients of the representation h
   features_and_labels,   ///< the representation h (attached), the heads and the labels
+  losses_after_step,     ///< the per-task losses on the same batch after the optimiser step
 };
 
 /// Everything the trainer hands a method for one step.
@@ -59,6 +60,9 @@ class Method {
   virtual void on_epoch_end(int64_t epoch) {}
   /// Leaves `.grad()` on every trainable parameter of the heads and the trunk (accumulating).
   virtual void backward(Step& step) = 0;
+  /// With `Need::losses_after_step`: the per-task losses [T] (detached) of the last step's batch,
+  /// recomputed after the optimiser's step.
+  virtual void after_step(const at::Tensor& losses) {}
   /// Numbers describing the last step (e.g. `dL_dh_norm`), for diagnostics.
   virtual std::map<std::string, double> diagnostics() const { return {}; }
   /// Saves and restores everything kept between steps.
