@@ -79,8 +79,10 @@ inline std::string face_name(const Face& f, int i) {
 }
 
 /// Writes the faces as flat-colour 20×20 JPEGs into `root/UTKFace`, plus two badly named JPEGs
-/// and a text file. Returns the folder.
-inline std::filesystem::path write_faces(const std::filesystem::path& root) {
+/// and a text file. Returns the folder. `patterned`: each face gets a diagonal ramp added to its
+/// colour (so that crops and flips change the pixels; the colours are then not exact).
+inline std::filesystem::path write_faces(const std::filesystem::path& root,
+                                         bool patterned = false) {
   const auto dir = root / "UTKFace";
   std::filesystem::create_directories(dir);
   const auto fs_ = faces();
@@ -88,6 +90,11 @@ inline std::filesystem::path write_faces(const std::filesystem::path& root) {
     at::Tensor img = at::empty({3, 20, 20}, at::kByte);
     const auto c = face_colour(fs_[static_cast<size_t>(i)], i);
     for (int k = 0; k < 3; ++k) img[k].fill_(c[static_cast<size_t>(k)]);
+    if (patterned) {
+      const at::Tensor ramp = (at::arange(20, at::kInt).unsqueeze(1) * 6 +
+                               at::arange(20, at::kInt).unsqueeze(0) * 3);
+      img = ((img.to(at::kInt) + ramp.unsqueeze(0)) % 256).to(at::kByte).contiguous();
+    }
     write_jpeg((dir / face_name(fs_[static_cast<size_t>(i)], i)).string(), img, 100);
   }
   const at::Tensor grey = at::full({3, 20, 20}, 128, at::kByte);
