@@ -227,6 +227,9 @@ const std::vector<SettingInfo>& train_settings() {
        "epochs) or plateau (x0.7 after 5 epochs without a better validation score, min 1e-5)"},
       {"head-clip", "X", "Clip the heads' gradient norm to X, 0 = off (default: 10)"},
       {"trunk-clip", "X", "Clip the trunk's gradient norm to X, 0 = off (default: 0)"},
+      {"trunk-clip-after-warmup", "BOOL",
+       "Clip the trunk (--trunk-clip) only from epoch ls-epochs + 1 on, after the warm-up "
+       "(the authors' UTKFace protocol) (default: false)"},
       {"ls-epochs", "N",
        "BayesAgg-MTL: linear-scalarisation warm-up epochs before aggregation (default: 1)"},
       {"gamma", "X", "BayesAgg-MTL: prior variance of every head (sets gamma-reg and gamma-cls)"},
@@ -308,6 +311,8 @@ void apply_setting(TrainOptions& o, const std::string& key, const std::string& v
     o.head_clip(parse_double(key, v));
   } else if (key == "trunk-clip") {
     o.trunk_clip(parse_double(key, v));
+  } else if (key == "trunk-clip-after-warmup") {
+    o.trunk_clip_after_warmup(parse_bool(key, v));
   } else if (key == "ls-epochs") {
     o.ls_epochs(parse_int(key, v));
   } else if (key == "gamma") {
@@ -369,6 +374,7 @@ std::string setting_value(const TrainOptions& o, const std::string& key) {
   if (key == "lr-schedule") return o.resolved_lr_schedule();
   if (key == "head-clip") return num(o.head_clip());
   if (key == "trunk-clip") return num(o.trunk_clip());
+  if (key == "trunk-clip-after-warmup") return o.trunk_clip_after_warmup() ? "true" : "false";
   if (key == "ls-epochs") return std::to_string(o.ls_epochs());
   if (key == "gamma") {
     return b.gamma_regression() == b.gamma_classification() ? num(b.gamma_regression()) : "";

@@ -385,7 +385,10 @@ TrainSummary Trainer::run() {
                      : " (x0.1 at epochs " + std::to_string(schedule.milestones[0]) + ", " +
                            std::to_string(schedule.milestones[1]) + ")")
          << ", head clip "
-         << o.head_clip() << ", trunk clip " << (o.trunk_clip() > 0 ? fixed(o.trunk_clip(), 1) : "off")
+         << o.head_clip() << ", trunk clip "
+         << (o.trunk_clip() > 0 ? fixed(o.trunk_clip(), 1) +
+                                      (o.trunk_clip_after_warmup() ? " after the warm-up" : "")
+                                : "off")
          << ", " << threads << " thread(s), " << device << ", seed " << o.seed()
          << "\n  run folder " << dir << "\n";
     if (o.resume()) *log << "  resuming after epoch " << start_epoch << "\n";
@@ -559,7 +562,9 @@ TrainSummary Trainer::run() {
       const at::Tensor head_norms = at::stack(head_norm_parts);
       const at::Tensor head_norm = head_norms.norm();
       if (o.head_clip() > 0) clip_grads(head_params, head_norm, o.head_clip());
-      if (o.trunk_clip() > 0) clip_grads(trunk_params, trunk_norm, o.trunk_clip());
+      if (o.trunk_clip() > 0 && (!o.trunk_clip_after_warmup() || e >= o.ls_epochs())) {
+        clip_grads(trunk_params, trunk_norm, o.trunk_clip());
+      }
       const at::Tensor report =
           at::cat({raw_losses.detach().to(at::kDouble).flatten(), trunk_norm.reshape({1}),
                    head_norm.reshape({1}), head_norms})

@@ -152,3 +152,17 @@ TEST(PaperTrainCli, PaperBenchmarksNeedADataDir) {
   EXPECT_NE(r.status, 0);
   EXPECT_TRUE(contains(r.err, "pass --data-dir")) << r.err;
 }
+
+TEST(PaperTrainCli, SingleTaskBaselinesOfAPaperBenchmark) {
+  TempDir dir;
+  pd::write_qm9(dir.path / "data");
+  const CliRun r = train(dir, "--benchmark qm9 --data-dir " + dir.file("data") +
+                               " --val-size 1 --test-size 1 --epochs 1 --batch-size 3 --method stl");
+  ASSERT_EQ(r.status, 0) << r.err << r.out;
+  std::ifstream in(dir.file("run") + "/stl_baseline.json");
+  const json j = json::parse(in);
+  // One run per target, each reporting its standardised MSE and its MAE.
+  EXPECT_EQ(j.at("test").size(), 22u);
+  EXPECT_TRUE(j.at("test").contains("homo/mae") && j.at("test").contains("cv/mse"));
+  EXPECT_TRUE(fs::exists(dir.file("run") + "/g298/summary.json"));
+}

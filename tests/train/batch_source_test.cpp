@@ -149,7 +149,8 @@ TEST(PaperTrainer, ResultsDoNotDependOnPrefetching) {
   const auto run = [&](const TempDir& out, int64_t prefetch) {
     TrainOptions o;
     o.benchmark("utkface").data_dir(data.path.string()).epochs(1).ls_epochs(0).batch_size(4)
-        .image_size(36).crop_size(32).representation_dim(8).threads(1).progress("none")
+        .image_size(36).crop_size(32).trunk("cifar-cnn").representation_dim(8).threads(1)
+        .progress("none")
         .prefetch(prefetch).out(out.file("run"));
     o.bayesagg().mc_samples(16);
     Trainer t(o);
@@ -179,4 +180,31 @@ TEST(PlateauSchedule, ReplaysPyTorchsReduceLROnPlateau) {
                               0.7, 5, 1e-5), 7e-4);
   // Never below the minimum.
   EXPECT_DOUBLE_EQ(plateau_lr(2e-5, std::vector<double>(50, 1.0), 0.7, 5, 1e-5), 1e-5);
+}
+
+TEST(PaperTrainer, QM9ResumedRunEndsWithTheSameNumbers) {
+  TempDir data, full, split;
+  pd::write_qm9(data.path);
+  CacheDir cache;
+  const auto options = [&](const TempDir& out) {
+    TrainOptions o;
+    o.benchmark("qm9").data_dir(data.path.string()).val_size(1).test_size(1).epochs(3)
+        .batch_size(2).threads(1).progress("none").out(out.file("run"));
+    o.bayesagg().mc_samples(16);
+    return o;
+  };
+  const TrainSummary a = Trainer(options(full)).run();
+  EXPECT_EQ(a.n_train, 3);
+  EXPECT_EQ(a.selection, "validation delta_m of the MAEs vs the published STL (lower)");
+  EXPECT_TRUE(contains(slurp(full.file("run") + "/config.json"), "\"lr-schedule\": \"plateau\""));
+
+  Trainer(options(split).stop_after_epoch(1)).run();
+  TrainOptions r = resume_options(split.file("run"));
+  r.progress("none");
+  const TrainSummary b = Trainer(r).run();
+  EXPECT_TRUE(b.completed());
+  EXPECT_EQ(a.val, b.val);
+  EXPECT_EQ(a.test, b.test);
+  EXPECT_EQ(slurp(full.file("run") + "/steps.csv"), slurp(split.file("run") + "/steps.csv"));
+  EXPECT_EQ(slurp(full.file("run") + "/metrics.csv"), slurp(split.file("run") + "/metrics.csv"));
 }

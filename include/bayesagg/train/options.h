@@ -73,6 +73,9 @@ struct TrainOptions {
   TORCH_ARG(double, head_clip) = 10.0;
   /// Gradient-norm clipping of the trunk; 0 = off.
   TORCH_ARG(double, trunk_clip) = 0.0;
+  /// Clip the trunk only after the linear-scalarisation warm-up (epochs >= `ls_epochs`), as the
+  /// authors do on UTKFace.
+  TORCH_ARG(bool, trunk_clip_after_warmup) = false;
   /// Linear-scalarisation warm-up epochs of BayesAgg-MTL.
   TORCH_ARG(int64_t, ls_epochs) = 1;
   /// BayesAgg-MTL's hyper-parameters (its `seed` is derived from `seed`).
