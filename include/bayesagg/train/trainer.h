@@ -1,5 +1,6 @@
 #pragma once
-/// The trainer: trains a multi-task model on an embedded benchmark with a `Method` (LS,
+/// The trainer: trains a multi-task model on an embedded or a paper benchmark (read through
+/// `BatchSource`s and a prefetching loader, batch_source.h) with a `Method` (LS,
 /// BayesAgg-MTL, ...) under the reference trainers' protocol, evaluates it after every epoch,
 /// selects the best epoch on validation, and records the run (spec: benchmarks.md, "Default
 /// training settings"; bayesagg-mtl.md section 6; docs/training.md).
@@ -35,7 +36,8 @@ c10::Device parse_device(const std::string& name);
 /// Trains one run. Not copyable; `run()` once.
 class Trainer {
  public:
-  /// Builds the benchmark named in `options` (from Fashion-MNIST or generated).
+  /// Builds the benchmark named in `options` (from Fashion-MNIST or generated, or a paper
+  /// benchmark read from `options.data_dir()`).
   explicit Trainer(TrainOptions options);
   /// Trains on a benchmark built by the caller (its name must still be a known benchmark, which
   /// sets the metrics and the selection rule).
