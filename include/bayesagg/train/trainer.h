@@ -7,7 +7,8 @@
 ///
 /// Protocol, per epoch e = 1..E:
 /// 1. learning rate of both Adam parameter groups (trunk, heads) = lr × 0.1^(milestones passed),
-///    milestones max(1, round(0.6 E)) and max(1, round(0.8 E));
+///    milestones max(1, round(0.6 E)) and max(1, round(0.8 E)) (or, with `lr_schedule` plateau,
+///    the default for qm9, ReduceLROnPlateau replayed from the validation scores so far);
 /// 2. `Method::on_epoch_start`, then for every shuffled mini-batch: forward (trunk, heads),
 ///    per-task batch-mean losses, `Method::backward(Step)`, gradient norms (trunk, heads),
 ///    head clipping (and trunk clipping when set), a finiteness check (a non-finite loss or
