@@ -5,6 +5,7 @@
 
 #include "bayesagg/core/files.h"
 #include "bayesagg/data/embedded.h"
+#include "bayesagg/data/paper/paper.h"
 #include "bayesagg/methods/method.h"
 #include "bayesagg/train/compare.h"
 #include "bayesagg/train/options.h"
@@ -16,6 +17,8 @@
 #include <iostream>
 #include <memory>
 #include <numeric>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -121,32 +124,50 @@ Command add_compare(CLI::App& app) {
     base.method("ls").seed(a->first_seed).out("");
     base.validate();
     const std::vector<std::string> methods = parse_methods(a->methods);
-    const Benchmark bench = make_benchmark(base.benchmark(), EmbeddedOptions()
-                                                                 .data_dir(base.data_dir())
-                                                                 .seed(base.data_seed())
-                                                                 .train_subset(base.train_subset()));
-    const std::vector<std::string> keys = metric_keys(bench);
+    // Embedded benchmarks are built once for every run; paper ones are read by each run (from
+    // their caches after the first), and their metric keys come from the finished runs.
+    const std::string name = base.benchmark();
+    std::optional<Benchmark> bench;
+    std::vector<std::string> keys;
+    if (!is_paper_benchmark(name)) {
+      bench = make_benchmark(name, EmbeddedOptions()
+                                       .data_dir(base.data_dir())
+                                       .seed(base.data_seed())
+                                       .train_subset(base.train_subset()));
+      keys = metric_keys(*bench);
+    }
     MetricMap baseline;
     std::string baseline_source;
     if (!base.stl_baseline().empty()) {
       baseline = read_stl_baselines(base.stl_baseline());
       baseline_source = base.stl_baseline();
-    } else if (is_default_protocol(base)) {
-      baseline = stored_stl_baselines(bench.name);
+    } else if (bench && is_default_protocol(base)) {
+      baseline = stored_stl_baselines(name);
       baseline_source = "the stored baselines of docs/training.md";
     }
-    if (!baseline.empty()) check_stl_baselines(bench, baseline, baseline_source);
+    if (!baseline.empty() && bench) check_stl_baselines(*bench, baseline, baseline_source);
     make_directories(a->out);
 
     const int64_t total = static_cast<int64_t>(methods.size()) * a->seeds;
     std::vector<CompareRun> runs;
     int64_t index = 0;
     const auto write_tables = [&]() {
+      if (!bench) {
+        // Paper benchmark: the keys of the multi-task runs, and (without stl or a baseline
+        // file) the published baselines the trainer used.
+        std::set<std::string> seen(keys.begin(), keys.end());
+        for (const auto& r : runs) {
+          if (r.method == "stl" || !r.error.empty()) continue;
+          for (const auto& [key, value] : r.test) {
+            if (seen.insert(key).second) keys.push_back(key);
+          }
+        }
+      }
       const CompareTable t =
-          make_compare_table(bench.name, keys, methods, runs, baseline, baseline_source);
+          make_compare_table(name, keys, methods, runs, baseline, baseline_source);
       const std::filesystem::path out(a->out);
       write_file_atomic((out / "table.md").string(),
-                        "# " + bench.name + ": " + std::to_string(a->seeds) + " seed(s)\n\n" +
+                        "# " + name + ": " + std::to_string(a->seeds) + " seed(s)\n\n" +
                             compare_table_markdown(t));
       write_file_atomic((out / "table.csv").string(), compare_table_csv(t));
       write_file_atomic((out / "runs.csv").string(), runs_csv(runs, keys));
@@ -166,12 +187,18 @@ Command add_compare(CLI::App& app) {
         run.seed = seed;
         try {
           if (m == "stl") {
-            const SingleTaskResult r = train_single_tasks(o, bench, &std::cout);
+            const SingleTaskResult r =
+                train_single_tasks(o, bench ? &*bench : nullptr, &std::cout);
             run.test = r.test;
             run.epoch_seconds = r.epoch_seconds;
           } else {
             RunStatus status = RunStatus::trained;
-            const TrainSummary s = train_or_reuse(o, bench, &std::cout, &status);
+            const TrainSummary s =
+                train_or_reuse(o, bench ? &*bench : nullptr, &std::cout, &status);
+            if (baseline.empty() && !s.stl_baseline.empty()) {
+              baseline = s.stl_baseline;  // the published baselines of a paper benchmark
+              baseline_source = s.stl_source;
+            }
             if (status == RunStatus::reused) std::cout << "finished earlier; reused\n";
             run.test = s.test;
             double sum = 0.0;

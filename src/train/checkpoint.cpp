@@ -9,7 +9,9 @@
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/archive.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <filesystem>
 #include <sstream>
 
@@ -78,6 +80,27 @@ double LrSchedule::factor(int64_t epoch) const {
 double LrSchedule::lr(size_t group, int64_t epoch) const {
   TORCH_CHECK(group < base_lrs.size(), "LrSchedule: no parameter group ", group);
   return base_lrs[group] * factor(epoch);
+}
+
+double plateau_lr(double base_lr, const std::vector<double>& metrics, double factor,
+                  int64_t patience, double min_lr) {
+  double lr = base_lr;
+  double best = std::numeric_limits<double>::infinity();
+  int64_t bad = 0;
+  for (double m : metrics) {
+    if (m < best * (1.0 - 1e-4)) {  // PyTorch's relative threshold, mode min
+      best = m;
+      bad = 0;
+    } else {
+      ++bad;
+    }
+    if (bad > patience) {
+      const double next = std::max(lr * factor, min_lr);
+      if (lr - next > 1e-8) lr = next;
+      bad = 0;
+    }
+  }
+  return lr;
 }
 
 void save_checkpoint(const std::string& path, const MultiTaskModel& model,

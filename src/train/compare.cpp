@@ -1,6 +1,7 @@
 #include "bayesagg/train/compare.h"
 
 #include "bayesagg/core/files.h"
+#include "bayesagg/data/paper/paper.h"
 #include "bayesagg/train/trainer.h"
 
 #include <c10/util/Exception.h>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <ostream>
 #include <sstream>
@@ -60,7 +62,7 @@ int digits_for(double v) {
 
 }  // namespace
 
-TrainSummary train_or_reuse(TrainOptions o, const Benchmark& benchmark, std::ostream* log,
+TrainSummary train_or_reuse(TrainOptions o, const Benchmark* benchmark, std::ostream* log,
                             RunStatus* status) {
   o.validate();
   const fs::path dir = o.resolved_out();
@@ -91,14 +93,14 @@ TrainSummary train_or_reuse(TrainOptions o, const Benchmark& benchmark, std::ost
   }
   o.resume(st == RunStatus::resumed);
   o.overwrite(st != RunStatus::resumed);
-  Trainer trainer(o, benchmark);
-  trainer.set_log(log);
-  TrainSummary s = trainer.run();
+  auto trainer = benchmark ? std::make_unique<Trainer>(o, *benchmark) : std::make_unique<Trainer>(o);
+  trainer->set_log(log);
+  TrainSummary s = trainer->run();
   if (status) *status = st;
   return s;
 }
 
-SingleTaskResult train_single_tasks(TrainOptions o, const Benchmark& benchmark,
+SingleTaskResult train_single_tasks(TrainOptions o, const Benchmark* benchmark,
                                     std::ostream* log) {
   o.method("ls");
   o.stl_task("");
@@ -107,7 +109,8 @@ SingleTaskResult train_single_tasks(TrainOptions o, const Benchmark& benchmark,
   SingleTaskResult result;
   nlohmann::ordered_json test = nlohmann::ordered_json::object(),
                          val = nlohmann::ordered_json::object();
-  const auto& tasks = benchmark.task_names;
+  const std::vector<std::string> tasks =
+      benchmark ? benchmark->task_names : paper_task_names(o.benchmark());
   for (size_t t = 0; t < tasks.size(); ++t) {
     if (log) {
       *log << "\n=== single-task learning of '" << tasks[t] << "' (" << t + 1 << "/"
@@ -120,14 +123,10 @@ SingleTaskResult train_single_tasks(TrainOptions o, const Benchmark& benchmark,
     if (log && status == RunStatus::reused) {
       *log << "finished earlier in " << one.out() << "; reused\n";
     }
-    for (const auto& key : task_metric_keys(benchmark, tasks[t])) {
-      TORCH_CHECK(s.test.count(key) && s.val.count(key), "the single-task run in '", one.out(),
-                  "' has no metric '", key, "'");
-      result.test[key] = s.test.at(key);
-      result.val[key] = s.val.at(key);
-      test[key] = s.test.at(key);
-      val[key] = s.val.at(key);
-    }
+    // A single-task run's summary holds that task's metrics only.
+    TORCH_CHECK(!s.test.empty(), "the single-task run in '", one.out(), "' has no test metrics");
+    for (const auto& [key, value] : s.test) result.test[key] = test[key] = value;
+    for (const auto& [key, value] : s.val) result.val[key] = val[key] = value;
     result.epoch_seconds += mean_of(s.epoch_train_seconds);
   }
   nlohmann::ordered_json j;

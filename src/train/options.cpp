@@ -1,7 +1,9 @@
 #include "bayesagg/train/options.h"
 
 #include "bayesagg/bayes/moments.h"
+#include "bayesagg/data/paper/paper.h"
 #include "bayesagg/methods/method.h"
+#include "bayesagg/models/model.h"
 
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
@@ -76,7 +78,32 @@ std::string other_methods() {
 }  // namespace
 
 int64_t default_epochs(const std::string& benchmark) {
-  return benchmark == "synthetic-regression" ? 30 : 10;
+  if (benchmark == "synthetic-regression") return 30;
+  if (benchmark == "cifar-mtl") return 50;
+  if (benchmark == "utkface" || benchmark == "chestx14") return 100;
+  if (benchmark == "qm9") return 300;
+  return 10;
+}
+
+std::string TrainOptions::resolved_trunk() const {
+  if (trunk() != "auto") return trunk();
+  if (benchmark() == "cifar-mtl") return "cifar-cnn";
+  if (benchmark() == "utkface") return "resnet18";
+  if (benchmark() == "chestx14") return "resnet34";
+  if (benchmark() == "qm9") return "mpnn";
+  return "auto";
+}
+
+std::string TrainOptions::resolved_lr_schedule() const {
+  if (lr_schedule() != "auto") return lr_schedule();
+  return benchmark() == "qm9" ? "plateau" : "multistep";
+}
+
+int64_t TrainOptions::resolved_representation_dim() const {
+  if (representation_dim() > 0) return representation_dim();
+  if (benchmark() == "cifar-mtl") return 160;
+  if (benchmark() == "utkface" || benchmark() == "chestx14") return 256;
+  return 64;
 }
 
 int64_t TrainOptions::resolved_epochs() const {
@@ -92,8 +119,25 @@ std::string TrainOptions::resolved_out() const {
 }
 
 void TrainOptions::validate() const {
-  TORCH_CHECK(is_embedded_benchmark(benchmark()), "--benchmark: unknown benchmark '",
-              benchmark(), "' (known: ", join(embedded_benchmark_names()), ")");
+  TORCH_CHECK(is_embedded_benchmark(benchmark()) || is_paper_benchmark(benchmark()),
+              "--benchmark: unknown benchmark '", benchmark(), "' (known: ",
+              join(embedded_benchmark_names()), ", ", join(paper_benchmark_names()), ")");
+  TORCH_CHECK(!is_paper_benchmark(benchmark()) || data_dir() != kDefaultFashionMnistDir,
+              "--benchmark ", benchmark(), " reads the data set you downloaded: pass --data-dir "
+              "DIR (docs/benchmarks.md says what the folder must hold)");
+  TORCH_CHECK(val_size() >= 1, "--val-size must be >= 1, got ", val_size());
+  TORCH_CHECK(test_size() >= 1, "--test-size must be >= 1, got ", test_size());
+  TORCH_CHECK(image_size() >= 0 && crop_size() >= 0 &&
+                  (image_size() == 0 || crop_size() == 0 || crop_size() <= image_size()),
+              "--image-size and --crop-size must be >= 0 (0 = the spec's) with crop <= image, "
+              "got ", image_size(), " and ", crop_size());
+  TORCH_CHECK(lr_schedule() == "auto" || lr_schedule() == "multistep" ||
+                  lr_schedule() == "plateau",
+              "--lr-schedule must be auto, multistep or plateau, got '", lr_schedule(), "'");
+  TORCH_CHECK(prefetch() >= 0, "--prefetch must be >= 0 (0 = off), got ", prefetch());
+  TORCH_CHECK(train_subset() == 0 || !is_paper_benchmark(benchmark()),
+              "--train-subset is for the embedded benchmarks; give a paper benchmark a smaller "
+              "data folder instead");
   const auto methods = method_names();
   TORCH_CHECK(std::find(methods.begin(), methods.end(), method()) != methods.end(),
               "--method: unknown method '", method(), "' (known: ", join(methods), ")");
@@ -109,10 +153,12 @@ void TrainOptions::validate() const {
   TORCH_CHECK(head_clip() >= 0, "--head-clip must be >= 0 (0 = off), got ", head_clip());
   TORCH_CHECK(trunk_clip() >= 0, "--trunk-clip must be >= 0 (0 = off), got ", trunk_clip());
   TORCH_CHECK(ls_epochs() >= 0, "--ls-epochs must be >= 0, got ", ls_epochs());
-  TORCH_CHECK(representation_dim() >= 1, "--representation-dim must be >= 1, got ",
+  TORCH_CHECK(representation_dim() >= 0,
+              "--representation-dim must be >= 1 (or 0 for the benchmark's), got ",
               representation_dim());
-  TORCH_CHECK(trunk() == "auto" || trunk() == "cnn" || trunk() == "mlp",
-              "--trunk must be auto, cnn or mlp, got '", trunk(), "'");
+  const auto trunks = trunk_names();
+  TORCH_CHECK(trunk() == "auto" || std::find(trunks.begin(), trunks.end(), trunk()) != trunks.end(),
+              "--trunk must be auto or one of ", join(trunks), ", got '", trunk(), "'");
   TORCH_CHECK(eval_batch_size() >= 1, "eval batch size must be >= 1, got ", eval_batch_size());
   TORCH_CHECK(progress() == "auto" || progress() == "bar" || progress() == "lines" ||
                   progress() == "none",
@@ -146,14 +192,15 @@ void TrainOptions::validate() const {
 
 bool is_default_protocol(const TrainOptions& o) {
   return o.data_seed() == 0 && o.train_subset() == 0 && o.trunk() == "auto" &&
-         o.representation_dim() == 64 && o.batch_size() == 256 && o.lr() == 1e-3 &&
+         o.resolved_representation_dim() == 64 && o.batch_size() == 256 && o.lr() == 1e-3 &&
          o.resolved_epochs() == default_epochs(o.benchmark());
 }
 
 namespace {
 
 /// The settings that do not change a run's numbers (they may differ when resuming).
-const char* const kRunFree[] = {"threads", "progress", "overwrite", "out", "data-dir", "device"};
+const char* const kRunFree[] = {"threads", "progress", "overwrite", "out",
+                                "data-dir", "device",   "prefetch"};
 
 /// The settings of a config.json text that change a run's numbers, in the file's order.
 nlohmann::ordered_json comparable_config(const std::string& text) {
@@ -188,7 +235,8 @@ const std::vector<SettingInfo>& train_settings() {
   static const std::vector<SettingInfo> settings = {
       {"benchmark", "NAME",
        "Embedded benchmark: multi-fashion, fashion-binary, multi-fashion-mixed, "
-       "synthetic-regression (default: multi-fashion)"},
+       "synthetic-regression; or paper benchmark (needs --data-dir): cifar-mtl, utkface, "
+       "chestx14, qm9 (default: multi-fashion)"},
       {"method", "NAME",
        "bayesagg (BayesAgg-MTL, the default), ls (linear scalarisation)" + other_methods() +
            "; the CLI also takes stl: one single-task run per task, writing "
@@ -197,8 +245,9 @@ const std::vector<SettingInfo>& train_settings() {
        "Single-task learning: train only this task's loss with ls and select on its "
        "validation metric (`--method stl` trains every task and writes stl_baseline.json)"},
       {"epochs", "N",
-       "Training epochs (default: 10 for the Fashion benchmarks, 30 for synthetic-regression; "
-       "`bayesagg train` without any argument runs 3)"},
+       "Training epochs (default: 10 for the Fashion benchmarks, 30 for synthetic-regression, "
+       "50 cifar-mtl, 100 utkface and chestx14, 300 qm9; `bayesagg train` without any argument "
+       "runs 3)"},
       {"batch-size", "N", "Training batch size (default: 256)"},
       {"seed", "S",
        "Seed of the model initialisation, the shuffling and the Monte-Carlo draws (default: 0)"},
@@ -209,14 +258,38 @@ const std::vector<SettingInfo>& train_settings() {
       {"train-subset", "N", "Train on the first N training items only, 0 = all (default: 0)"},
       {"data-dir", "DIR",
        "Folder of Fashion-MNIST's {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (default: " +
-           std::string(kDefaultFashionMnistDir) + ")"},
+           std::string(kDefaultFashionMnistDir) +
+           "), or of a paper benchmark's files (cifar-100-binary/, UTKFace/, the ChestX-ray14 "
+           "images/, QM9's gdb9.sdf, gdb9.sdf.csv, uncharacterized.txt)"},
+      {"split-dir", "DIR",
+       "chestx14: folder of train.csv, validation.csv, test.csv (default: the project's "
+       "data/chestx14)"},
+      {"val-size", "N", "qm9: validation molecules (default: 10000)"},
+      {"test-size", "N", "qm9: test molecules (default: 10000)"},
+      {"image-size", "N",
+       "utkface, chestx14: stored image side, 0 = the spec's 140 / 256 (default: 0)"},
+      {"crop-size", "N",
+       "utkface, chestx14: side of the crops the model sees, 0 = the spec's 128 / 224 "
+       "(default: 0)"},
+      {"pretrained", "FILE",
+       "resnet18/resnet34 trunks: pretrained encoder weights, torchvision names (a Python "
+       "torch.save'd state_dict or a LibTorch archive; docs/benchmarks.md)"},
+      {"prefetch", "N",
+       "Batches prepared ahead on a background thread, 0 = off (default: 2); results do not "
+       "depend on it"},
       {"out", "DIR", "Run folder (default: runs/<benchmark>-<method>-seed<S>)"},
       {"stl-baseline", "FILE",
        "JSON {\"task/metric\": value} of single-task baselines for delta_m (default: none stored; "
        "delta_m is then reported as absent)"},
       {"lr", "X", "Adam learning rate of trunk and heads (default: 0.001)"},
+      {"lr-schedule", "NAME",
+       "auto (plateau for qm9, multistep otherwise), multistep (x0.1 at 60% and 80% of the "
+       "epochs) or plateau (x0.7 after 5 epochs without a better validation score, min 1e-5)"},
       {"head-clip", "X", "Clip the heads' gradient norm to X, 0 = off (default: 10)"},
       {"trunk-clip", "X", "Clip the trunk's gradient norm to X, 0 = off (default: 0)"},
+      {"trunk-clip-after-warmup", "BOOL",
+       "Clip the trunk (--trunk-clip) only from epoch ls-epochs + 1 on, after the warm-up "
+       "(the authors' UTKFace protocol) (default: false)"},
       {"ls-epochs", "N",
        "BayesAgg-MTL: linear-scalarisation warm-up epochs before aggregation (default: 1)"},
       {"gamma", "X", "BayesAgg-MTL: prior variance of every head (sets gamma-reg and gamma-cls)"},
@@ -253,8 +326,12 @@ const std::vector<SettingInfo>& train_settings() {
       {"uw-lr", "X", "UW: Adam learning rate of the log-variances (default: 0.025)"},
       {"famo-lr", "X", "FAMO: learning rate of the task logits (default: 0.025)"},
       {"famo-weight-decay", "X", "FAMO: weight decay of the task logits (default: 0.001)"},
-      {"trunk", "NAME", "Trunk network: auto (cnn for images, mlp for vectors), cnn or mlp"},
-      {"representation-dim", "N", "Width of the shared representation h (default: 64)"},
+      {"trunk", "NAME",
+       "Trunk network: auto (the benchmark's: cnn for images, mlp for vectors, cifar-cnn, "
+       "resnet18, resnet34, mpnn for cifar-mtl, utkface, chestx14, qm9), or one of those"},
+      {"representation-dim", "N",
+       "Width of the shared representation h, 0 = the benchmark's (64; cifar-mtl 160, utkface "
+       "and chestx14 256) (default: 0)"},
       {"progress", "MODE",
        "auto (a live bar on a terminal, periodic lines otherwise), bar, lines or none"},
       {"overwrite", "BOOL", "Start over in a run folder that holds an unfinished run"},
@@ -287,16 +364,34 @@ void apply_setting(TrainOptions& o, const std::string& key, const std::string& v
     o.train_subset(parse_int(key, v));
   } else if (key == "data-dir") {
     o.data_dir(v);
+  } else if (key == "split-dir") {
+    o.split_dir(v);
+  } else if (key == "val-size") {
+    o.val_size(parse_int(key, v));
+  } else if (key == "test-size") {
+    o.test_size(parse_int(key, v));
+  } else if (key == "image-size") {
+    o.image_size(parse_int(key, v));
+  } else if (key == "crop-size") {
+    o.crop_size(parse_int(key, v));
+  } else if (key == "pretrained") {
+    o.pretrained(v);
+  } else if (key == "prefetch") {
+    o.prefetch(parse_int(key, v));
   } else if (key == "out") {
     o.out(v);
   } else if (key == "stl-baseline") {
     o.stl_baseline(v);
   } else if (key == "lr") {
     o.lr(parse_double(key, v));
+  } else if (key == "lr-schedule") {
+    o.lr_schedule(v);
   } else if (key == "head-clip") {
     o.head_clip(parse_double(key, v));
   } else if (key == "trunk-clip") {
     o.trunk_clip(parse_double(key, v));
+  } else if (key == "trunk-clip-after-warmup") {
+    o.trunk_clip_after_warmup(parse_bool(key, v));
   } else if (key == "ls-epochs") {
     o.ls_epochs(parse_int(key, v));
   } else if (key == "gamma") {
@@ -379,11 +474,20 @@ std::string setting_value(const TrainOptions& o, const std::string& key) {
   if (key == "device") return o.device();
   if (key == "train-subset") return std::to_string(o.train_subset());
   if (key == "data-dir") return o.data_dir();
+  if (key == "split-dir") return o.split_dir();
+  if (key == "val-size") return std::to_string(o.val_size());
+  if (key == "test-size") return std::to_string(o.test_size());
+  if (key == "image-size") return std::to_string(o.image_size());
+  if (key == "crop-size") return std::to_string(o.crop_size());
+  if (key == "pretrained") return o.pretrained();
+  if (key == "prefetch") return std::to_string(o.prefetch());
   if (key == "out") return o.resolved_out();
   if (key == "stl-baseline") return o.stl_baseline();
   if (key == "lr") return num(o.lr());
+  if (key == "lr-schedule") return o.resolved_lr_schedule();
   if (key == "head-clip") return num(o.head_clip());
   if (key == "trunk-clip") return num(o.trunk_clip());
+  if (key == "trunk-clip-after-warmup") return o.trunk_clip_after_warmup() ? "true" : "false";
   if (key == "ls-epochs") return std::to_string(o.ls_epochs());
   if (key == "gamma") {
     return b.gamma_regression() == b.gamma_classification() ? num(b.gamma_regression()) : "";
@@ -414,7 +518,7 @@ std::string setting_value(const TrainOptions& o, const std::string& key) {
   if (key == "famo-lr") return num(w.famo().lr());
   if (key == "famo-weight-decay") return num(w.famo().weight_decay());
   if (key == "trunk") return o.trunk();
-  if (key == "representation-dim") return std::to_string(o.representation_dim());
+  if (key == "representation-dim") return std::to_string(o.resolved_representation_dim());
   if (key == "progress") return o.progress();
   if (key == "overwrite") return o.overwrite() ? "true" : "false";
   TORCH_CHECK(false, "unknown setting '", key, "'");

@@ -3,8 +3,14 @@
 #include "bayesagg/core/files.h"
 #include "bayesagg/core/losses.h"
 #include "bayesagg/data/embedded.h"
+#include "bayesagg/data/paper/chestx14.h"
+#include "bayesagg/data/paper/cifar_mtl.h"
+#include "bayesagg/data/paper/paper.h"
+#include "bayesagg/data/paper/qm9.h"
+#include "bayesagg/data/paper/utkface.h"
 #include "bayesagg/methods/method.h"
 #include "bayesagg/models/model.h"
+#include "bayesagg/train/batch_source.h"
 #include "bayesagg/train/checkpoint.h"
 #include "bayesagg/train/metrics.h"
 #include "bayesagg/train/progress.h"
@@ -36,13 +42,32 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-MultiTaskSplit split_to(const MultiTaskSplit& s, const c10::Device& device) {
-  if (device.is_cpu()) return s;
-  MultiTaskSplit out;
-  out.inputs = s.inputs.to(device);
-  for (const auto& y : s.labels) out.labels.push_back(y.to(device));
-  out.partners = s.partners;
-  return out;
+/// Reads the paper benchmark named in `o` from `o.data_dir()`.
+TrainData load_paper_benchmark(const TrainOptions& o, const c10::Device& device) {
+  const std::string& name = o.benchmark();
+  if (name == "cifar-mtl") {
+    return make_train_data(
+        make_cifar_mtl_benchmark(CifarMtlOptions().data_dir(o.data_dir()).seed(o.data_seed())),
+        device);
+  }
+  if (name == "utkface") {
+    UTKFaceOptions u = UTKFaceOptions().data_dir(o.data_dir()).seed(o.data_seed());
+    if (o.image_size() > 0) u.image_size(o.image_size());
+    if (o.crop_size() > 0) u.crop_size(o.crop_size());
+    return make_train_data(make_utkface_benchmark(u));
+  }
+  if (name == "chestx14") {
+    ChestX14Options c = ChestX14Options().data_dir(o.data_dir()).split_dir(o.split_dir());
+    if (o.image_size() > 0) c.image_size(o.image_size());
+    if (o.crop_size() > 0) c.crop_size(o.crop_size());
+    return make_train_data(make_chestx14_benchmark(c));
+  }
+  TORCH_CHECK(name == "qm9", "unknown paper benchmark '", name, "'");
+  return make_train_data(make_qm9_benchmark(QM9Options()
+                                                .data_dir(o.data_dir())
+                                                .seed(o.data_seed())
+                                                .val_size(o.val_size())
+                                                .test_size(o.test_size())));
 }
 
 /// || all gradients of `params` || (0 when none has a gradient).
@@ -69,16 +94,21 @@ void clip_grads(const std::vector<at::Tensor>& params, const at::Tensor& total_n
 }
 
 /// Outputs of every head over a whole split, in evaluation mode and without autograd.
-std::vector<at::Tensor> predict(MultiTaskModel& model, const MultiTaskSplit& split,
-                                int64_t batch_size) {
+std::vector<at::Tensor> predict(MultiTaskModel& model,
+                                const std::shared_ptr<const BatchSource>& split,
+                                int64_t batch_size, int64_t prefetch, const c10::Device& device) {
   at::NoGradGuard no_grad;
   model.train(false);
   const size_t groups = model.groups().size();
   std::vector<std::vector<at::Tensor>> parts(groups);
-  const int64_t n = split.size();
+  const int64_t n = split->size();
+  std::vector<at::Tensor> batches;
   for (int64_t start = 0; start < n; start += batch_size) {
-    const int64_t len = std::min(batch_size, n - start);
-    const at::Tensor h = model.representation(split.inputs.narrow(0, start, len));
+    batches.push_back(at::arange(start, std::min(batch_size, n - start) + start, at::kLong));
+  }
+  Prefetcher loader(split, std::move(batches), false, {}, prefetch, device);
+  for (int64_t b = 0; b < loader.num_batches(); ++b) {
+    const at::Tensor h = model_representation(model, loader.next());
     auto outs = model.head_outputs(h);
     for (size_t g = 0; g < groups; ++g) parts[g].push_back(outs[g]);
   }
@@ -202,22 +232,27 @@ TrainSummary Trainer::run() {
 
   // ---------------------------------------------------------------- data
   const auto data_start = Clock::now();
-  Benchmark bench;
+  TrainData data;
   if (impl_->given) {
-    bench = *impl_->given;
-    TORCH_CHECK(bench.name == o.benchmark(), "the benchmark given to the trainer is '", bench.name,
+    const Benchmark& given = *impl_->given;
+    TORCH_CHECK(given.name == o.benchmark(), "the benchmark given to the trainer is '", given.name,
                 "' but the options name '", o.benchmark(), "'");
-    bench.validate();
+    given.validate();
+    data = make_train_data(given, device);
+  } else if (is_paper_benchmark(o.benchmark())) {
+    data = load_paper_benchmark(o, device);
   } else {
-    bench = make_benchmark(o.benchmark(), EmbeddedOptions()
-                                              .data_dir(o.data_dir())
-                                              .seed(o.data_seed())
-                                              .train_subset(o.train_subset()));
+    data = make_train_data(make_benchmark(o.benchmark(), EmbeddedOptions()
+                                                             .data_dir(o.data_dir())
+                                                             .seed(o.data_seed())
+                                                             .train_subset(o.train_subset())),
+                           device);
   }
+  const Benchmark& bench = data.meta;
   const double data_seconds = seconds_since(data_start);
   const std::vector<std::string>& tasks = bench.task_names;
   const int64_t n_tasks = bench.num_tasks();
-  TORCH_CHECK(bench.train.size() >= 1, "the benchmark has no training items");
+  TORCH_CHECK(data.train->size() >= 1, "the benchmark has no training items");
 
   // Single-task learning: one task's loss only, selected on that task's metric.
   const bool single = !o.stl_task().empty();
@@ -241,6 +276,13 @@ TrainSummary Trainer::run() {
   } else if (!o.stl_baseline().empty()) {
     stl = read_stl_baselines(o.stl_baseline());
     stl_source = o.stl_baseline();
+  } else if (is_paper_benchmark(bench.name)) {
+    stl = published_stl_baselines(bench.name);
+    if (!stl.empty()) {
+      stl_source = "the published single-task baselines (spec: benchmarks.md)";
+      stl_note = "the published single-task baselines were measured with the paper's full "
+                 "protocol (docs/benchmarks.md)";
+    }
   } else {
     stl = stored_stl_baselines(bench.name);
     // The stored baselines were measured under the default protocol (docs/training.md); they do
@@ -258,15 +300,12 @@ TrainSummary Trainer::run() {
   }
   if (!stl.empty()) check_stl_baselines(bench, stl, stl_source);
 
-  const MultiTaskSplit train = split_to(bench.train, device);
-  const MultiTaskSplit val = split_to(bench.val, device);
-  const MultiTaskSplit test = split_to(bench.test, device);
-
   // ---------------------------------------------------------------- model, optimiser, method
-  MultiTaskModel model(bench.input_shape(), bench.groups,
+  MultiTaskModel model(data.input_shape, bench.groups,
                        ModelOptions()
-                           .trunk(o.trunk())
-                           .representation_dim(o.representation_dim())
+                           .trunk(o.resolved_trunk())
+                           .representation_dim(o.resolved_representation_dim())
+                           .pretrained(o.pretrained())
                            .seed(derive_seed(o.seed(), 1)));
   model.to(device);
   const std::vector<at::Tensor> trunk_params = model.trunk_parameters();
@@ -276,6 +315,7 @@ TrainSummary Trainer::run() {
   param_groups.emplace_back(head_params, std::make_unique<torch::optim::AdamOptions>(o.lr()));
   torch::optim::Adam adam(std::move(param_groups), torch::optim::AdamOptions(o.lr()));
   LrSchedule schedule{{o.lr(), o.lr()}, LrSchedule::milestones_for(epochs), 0.1};
+  const bool plateau = o.resolved_lr_schedule() == "plateau";
 
   MethodConfig mc;
   mc.bayesagg = o.bayesagg();
@@ -286,7 +326,7 @@ TrainSummary Trainer::run() {
   mc.seed = derive_seed(o.seed(), 4);
   std::unique_ptr<Method> method =
       make_method(o.method(), bench.groups, model.representation_dim(), mc);
-  method->reserve(train.size());
+  method->reserve(data.train->size());
   const bool wants_losses_after = method->needs().count(Need::losses_after_step) > 0;
   at::Generator shuffle = at::make_generator<at::CPUGeneratorImpl>(derive_seed(o.seed(), 2));
 
@@ -318,13 +358,21 @@ TrainSummary Trainer::run() {
   }
 
   if (log) {
-    *log << "bayesagg train: " << bench << "\n"
+    *log << "bayesagg train: " << data.description << "\n";
+    for (const auto& note : data.notes) *log << "  note: " << note << "\n";
+    *log
          << "  data ready in " << fixed(data_seconds, 1) << " s; model " << model.describe()
          << "\n  method " << method->describe()
          << (single ? " on the single task '" + o.stl_task() + "'" : std::string()) << "\n  " << epochs << " epochs, batch "
-         << o.batch_size() << ", Adam lr " << o.lr() << " (x0.1 at epochs "
-         << schedule.milestones[0] << ", " << schedule.milestones[1] << "), head clip "
-         << o.head_clip() << ", trunk clip " << (o.trunk_clip() > 0 ? fixed(o.trunk_clip(), 1) : "off")
+         << o.batch_size() << ", Adam lr " << o.lr()
+         << (plateau ? std::string(" (ReduceLROnPlateau x0.7, patience 5, min 1e-05)")
+                     : " (x0.1 at epochs " + std::to_string(schedule.milestones[0]) + ", " +
+                           std::to_string(schedule.milestones[1]) + ")")
+         << ", head clip "
+         << o.head_clip() << ", trunk clip "
+         << (o.trunk_clip() > 0 ? fixed(o.trunk_clip(), 1) +
+                                      (o.trunk_clip_after_warmup() ? " after the warm-up" : "")
+                                : "off")
          << ", " << threads << " thread(s), " << device << ", seed " << o.seed()
          << "\n  run folder " << dir << "\n";
     if (o.resume()) *log << "  resuming after epoch " << start_epoch << "\n";
@@ -341,9 +389,9 @@ TrainSummary Trainer::run() {
     s.epochs = epochs;
     s.epochs_completed = history.epochs.empty() ? 0 : history.epochs.back().epoch;
     s.best_epoch = history.best_epoch;
-    s.n_train = bench.train.size();
-    s.n_val = bench.val.size();
-    s.n_test = bench.test.size();
+    s.n_train = data.train->size();
+    s.n_val = data.val->size();
+    s.n_test = data.test->size();
     s.tasks = tasks;
     s.selection = rule;
     if (history.best_epoch > 0) {
@@ -381,28 +429,51 @@ TrainSummary Trainer::run() {
 
   // ---------------------------------------------------------------- epochs
   ProgressBar progress(parse_progress_mode(o.progress(), stderr_is_terminal()), std::cerr);
-  const int64_t n_train = train.size();
+  const int64_t n_train = data.train->size();
+  const bool batchnorm = model.trunk_name() == "cifar-cnn" || model.trunk_name() == "resnet18" ||
+                         model.trunk_name() == "resnet34";
   const int64_t stop_at = o.stop_after_epoch() > 0 ? o.stop_after_epoch() : epochs;
   for (int64_t e = start_epoch; e < std::min(epochs, stop_at); ++e) {
     const auto epoch_start = Clock::now();
-    const double lr = schedule.lr(0, e);
+    std::vector<double> group_lr;
+    if (plateau) {
+      // ReduceLROnPlateau on the validation selection score (qm9: validation delta_m), replayed
+      // from the history (so a resumed run gets the same rates).
+      std::vector<double> monitored;
+      for (const auto& r : history.epochs) monitored.push_back(-r.score.primary);
+      group_lr.assign(adam.param_groups().size(), plateau_lr(o.lr(), monitored, 0.7, 5, 1e-5));
+    } else {
+      for (size_t g = 0; g < adam.param_groups().size(); ++g) group_lr.push_back(schedule.lr(g, e));
+    }
+    const double lr = group_lr[0];
     for (size_t g = 0; g < adam.param_groups().size(); ++g) {
-      adam.param_groups()[g].options().set_lr(schedule.lr(g, e));
+      adam.param_groups()[g].options().set_lr(group_lr[g]);
     }
     model.train(true);
     method->on_epoch_start(e);
     const EpochBatches batches(n_train, o.batch_size(), shuffle);
-    const int64_t nb = batches.num_batches();
+    int64_t nb = batches.num_batches();
+    // BatchNorm cannot normalise a single item in training mode: a last batch of one item is
+    // left out of the epoch (as a data loader's drop_last would).
+    if (batchnorm && nb > 1 && batches[nb - 1].size(0) == 1) --nb;
+    std::vector<at::Tensor> batch_indices;
+    std::vector<uint64_t> seeds;
+    int64_t n_seen = 0;
+    for (int64_t s = 0; s < nb; ++s) {
+      n_seen += batches[s].size(0);
+      batch_indices.push_back(batches[s]);
+      seeds.push_back(augment_seed(o.seed(), e, s));
+    }
+    Prefetcher loader(data.train, std::move(batch_indices), true, std::move(seeds), o.prefetch(),
+                      device);
     progress.start("epoch " + std::to_string(e + 1) + "/" + std::to_string(epochs), nb);
     std::vector<double> loss_sum(static_cast<size_t>(n_tasks), 0.0);
     double running = 0.0;
     for (int64_t s = 0; s < nb; ++s) {
-      at::Tensor idx = batches[s];
-      if (!device.is_cpu()) idx = idx.to(device);
-      const MultiTaskBatch batch = train.batch(idx);
-      const int64_t bsz = idx.size(0);
+      const ModelBatch batch = loader.next();
+      const int64_t bsz = batch.size();
       adam.zero_grad();
-      const at::Tensor h = model.representation(batch.inputs);
+      const at::Tensor h = model_representation(model, batch);
       const std::vector<at::Tensor> outs = model.head_outputs(h);
       std::vector<at::Tensor> parts;
       for (size_t g = 0; g < bench.groups.size(); ++g) {
@@ -475,7 +546,9 @@ TrainSummary Trainer::run() {
       const at::Tensor head_norms = at::stack(head_norm_parts);
       const at::Tensor head_norm = head_norms.norm();
       if (o.head_clip() > 0) clip_grads(head_params, head_norm, o.head_clip());
-      if (o.trunk_clip() > 0) clip_grads(trunk_params, trunk_norm, o.trunk_clip());
+      if (o.trunk_clip() > 0 && (!o.trunk_clip_after_warmup() || e >= o.ls_epochs())) {
+        clip_grads(trunk_params, trunk_norm, o.trunk_clip());
+      }
       const at::Tensor report =
           at::cat({raw_losses.detach().to(at::kDouble).flatten(), trunk_norm.reshape({1}),
                    head_norm.reshape({1}), head_norms})
@@ -508,7 +581,7 @@ TrainSummary Trainer::run() {
       if (wants_losses_after) {
         // The losses on the same batch after the step (FAMO's update), without autograd.
         at::NoGradGuard no_grad;
-        const std::vector<at::Tensor> after = model.head_outputs(model.representation(batch.inputs));
+        const std::vector<at::Tensor> after = model.head_outputs(model_representation(model, batch));
         std::vector<at::Tensor> after_parts;
         for (size_t g = 0; g < bench.groups.size(); ++g) {
           after_parts.push_back(task_losses(bench.groups[g], after[g], batch.labels[g]));
@@ -535,9 +608,13 @@ TrainSummary Trainer::run() {
     er.epoch = e + 1;
     er.lr = lr;
     er.train_seconds = train_seconds;
-    for (double v : loss_sum) er.train_loss.push_back(v / static_cast<double>(n_train));
-    er.val = compute_metrics(bench, predict(model, val, o.eval_batch_size()), val.labels);
-    er.test = compute_metrics(bench, predict(model, test, o.eval_batch_size()), test.labels);
+    for (double v : loss_sum) er.train_loss.push_back(v / static_cast<double>(n_seen));
+    er.val = compute_metrics(
+        bench, predict(model, data.val, o.eval_batch_size(), o.prefetch(), device),
+        data.val->labels());
+    er.test = compute_metrics(
+        bench, predict(model, data.test, o.eval_batch_size(), o.prefetch(), device),
+        data.test->labels());
     er.score = single ? single_task_score(bench, er.val, o.stl_task())
                       : selection_score(bench, er.val);
     er.eval_seconds = seconds_since(eval_start);

@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include "paper_data.h"
 #include "test_util.h"
 
 #include <filesystem>
@@ -21,32 +22,10 @@ using bayesagg::testing::error_of;
 
 namespace {
 
-const char* kHeader =
-    "Image Index,Atelectasis,Cardiomegaly,Consolidation,Edema,Effusion,Emphysema,Fibrosis,"
-    "Hernia,Infiltration,Mass,Nodule,Pleural_Thickening,Pneumonia,Pneumothorax";
-
-std::string image_name(int i) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%08d_%03d.png", 100 + i, i % 3);
-  return buf;
-}
-
-/// Label k of image i: a pattern with a few positives.
-int label(int i, int k) { return (i * 5 + k * 3) % 7 == 0 ? 1 : 0; }
-
-std::string row(int i) {
-  std::string r = image_name(i);
-  for (int k = 0; k < 14; ++k) r += label(i, k) ? ",1" : ",0";
-  return r;
-}
-
-/// The expected stored greyscale image of i (8×8).
-at::Tensor grey_of(int i) {
-  return ((at::arange(64, at::kLong) * (i + 3) + i * 17) % 256).to(at::kByte).reshape({1, 8, 8});
-}
+using namespace bayesagg::testing::paper_data;
 
 /// 8 images: train 0..3, validation 4..5, test 6..7. Image 5 is written as RGB (each channel
-/// equal to grey_of(5), so L gives it back exactly), image 7 as 16-bit (grey * 257).
+/// equal to chestx_grey_of(5), so L gives it back exactly), image 7 as 16-bit (grey * 257).
 struct Fixture {
   TempDir tmp;
   fs::path data, split;
@@ -58,13 +37,13 @@ struct Fixture {
     fs::create_directories(images);
     fs::create_directories(split);
     for (int i = 0; i < 8; ++i) {
-      const std::string path = (images / image_name(i)).string();
+      const std::string path = (images / chestx_image_name(i)).string();
       if (i == 5) {
-        write_png(path, grey_of(i).expand({3, 8, 8}).contiguous());
+        write_png(path, chestx_grey_of(i).expand({3, 8, 8}).contiguous());
       } else if (i == 7) {
-        write_png(path, grey_of(i).to(at::kInt) * 257);
+        write_png(path, chestx_grey_of(i).to(at::kInt) * 257);
       } else {
-        write_png(path, grey_of(i));
+        write_png(path, chestx_grey_of(i));
       }
     }
     write_csv("train.csv", {0, 1, 2, 3});
@@ -72,8 +51,8 @@ struct Fixture {
     write_csv("test.csv", {6, 7});
   }
   void write_csv(const std::string& name, const std::vector<int>& items, bool crlf = false) const {
-    std::string text = std::string(kHeader) + (crlf ? "\r\n" : "\n");
-    for (int i : items) text += row(i) + (crlf ? "\r\n" : "\n");
+    std::string text = std::string(chestx_header()) + (crlf ? "\r\n" : "\n");
+    for (int i : items) text += chestx_row(i) + (crlf ? "\r\n" : "\n");
     write_file_atomic((split / name).string(), text);
   }
   ChestX14Options options() const {
@@ -105,13 +84,13 @@ TEST(ChestX14, BuildsFourteenTasksInCsvOrderWithExactPixels) {
     const MultiTaskBatch batch = s->batch(idx);
     for (size_t k = 0; k < items.size(); ++k) {
       const int i = items[k];
-      EXPECT_EQ(s->files[k], image_name(i));
-      EXPECT_TRUE(at::equal(stored[static_cast<int64_t>(k)], grey_of(i))) << image_name(i);
+      EXPECT_EQ(s->files[k], chestx_image_name(i));
+      EXPECT_TRUE(at::equal(stored[static_cast<int64_t>(k)], chestx_grey_of(i))) << chestx_image_name(i);
       for (int t = 0; t < 14; ++t) {
-        EXPECT_EQ(s->labels[0][static_cast<int64_t>(k)][t].item<float>(), static_cast<float>(label(i, t)));
+        EXPECT_EQ(s->labels[0][static_cast<int64_t>(k)][t].item<float>(), static_cast<float>(chestx_label(i, t)));
       }
       // evaluation input: centre 6×6 crop, / 255, replicated, ImageNet-normalised
-      const at::Tensor win = grey_of(i)[0].narrow(0, 1, 6).narrow(1, 1, 6).to(at::kFloat).div(255.0f);
+      const at::Tensor win = chestx_grey_of(i)[0].narrow(0, 1, 6).narrow(1, 1, 6).to(at::kFloat).div(255.0f);
       for (int c = 0; c < 3; ++c) {
         EXPECT_TRUE(at::equal(batch.inputs[static_cast<int64_t>(k)][c], win.sub(mean[c]).div(stdv[c])));
       }
@@ -126,11 +105,11 @@ TEST(ChestX14, FindsTheImagesInEachLayoutAndResizes) {
   for (const std::string layout : {"flat", "kaggle"}) {
     Fixture fx(layout);
     const ImageBenchmark b = make_chestx14_benchmark(fx.options());
-    EXPECT_TRUE(at::equal(b.train.stored(at::arange(4, at::kLong))[2], grey_of(2))) << layout;
+    EXPECT_TRUE(at::equal(b.train.stored(at::arange(4, at::kLong))[2], chestx_grey_of(2))) << layout;
   }
   Fixture fx;
   // a flat image resized 8 -> 4 stays flat
-  write_png((fx.data / "images" / image_name(0)).string(), at::full({1, 8, 8}, 201, at::kByte));
+  write_png((fx.data / "images" / chestx_image_name(0)).string(), at::full({1, 8, 8}, 201, at::kByte));
   const ImageBenchmark b = make_chestx14_benchmark(fx.options().image_size(4).crop_size(4));
   EXPECT_TRUE(at::equal(b.train.stored(at::arange(1, at::kLong)), at::full({1, 1, 4, 4}, 201, at::kByte)));
 }
@@ -143,28 +122,28 @@ TEST(ChestX14, CachesTheResizedImages) {
   const ImageBenchmark b = make_chestx14_benchmark(opts);
   EXPECT_TRUE(contains(b.notes.back(), "reused the image cache")) << b.notes.back();
   EXPECT_TRUE(at::equal(a.test.stored(at::arange(2, at::kLong)), b.test.stored(at::arange(2, at::kLong))));
-  EXPECT_TRUE(at::equal(b.test.stored(at::arange(2, at::kLong))[1], grey_of(7)));
+  EXPECT_TRUE(at::equal(b.test.stored(at::arange(2, at::kLong))[1], chestx_grey_of(7)));
 }
 
 TEST(ChestX14, MalformedSplitsAndImagesAreErrorsNamingThem) {
   Fixture fx;
   const std::string train = (fx.split / "train.csv").string();
   // a row with the wrong column count
-  write_file_atomic(train, std::string(kHeader) + "\n" + row(0) + "\n" + row(1) + ",0\n");
+  write_file_atomic(train, std::string(chestx_header()) + "\n" + chestx_row(0) + "\n" + chestx_row(1) + ",0\n");
   std::string msg = error_of([&] { make_chestx14_benchmark(fx.options()); });
   EXPECT_TRUE(contains(msg, train) && contains(msg, "line 3") && contains(msg, "16 columns")) << msg;
   // another header
-  write_file_atomic(train, "Image,Atelectasis\n" + row(0) + "\n");
+  write_file_atomic(train, "Image,Atelectasis\n" + chestx_row(0) + "\n");
   msg = error_of([&] { read_chestx14_csv(train); });
   EXPECT_TRUE(contains(msg, train) && contains(msg, "line 1") && contains(msg, "header")) << msg;
   // a label that is not 0/1
-  std::string r = row(0);
+  std::string r = chestx_row(0);
   r.back() = '2';
-  write_file_atomic(train, std::string(kHeader) + "\n" + r + "\n");
+  write_file_atomic(train, std::string(chestx_header()) + "\n" + r + "\n");
   msg = error_of([&] { read_chestx14_csv(train); });
   EXPECT_TRUE(contains(msg, "line 2") && contains(msg, "Pneumothorax")) << msg;
   // an empty line inside
-  write_file_atomic(train, std::string(kHeader) + "\n" + row(0) + "\n\n" + row(1) + "\n");
+  write_file_atomic(train, std::string(chestx_header()) + "\n" + chestx_row(0) + "\n\n" + chestx_row(1) + "\n");
   msg = error_of([&] { read_chestx14_csv(train); });
   EXPECT_TRUE(contains(msg, "line 3") && contains(msg, "empty line")) << msg;
   // CRLF and a missing final newline are fine
@@ -172,20 +151,20 @@ TEST(ChestX14, MalformedSplitsAndImagesAreErrorsNamingThem) {
   EXPECT_EQ(read_chestx14_csv(train).images.size(), 4u);
 
   // a missing image
-  fs::remove(fx.data / "images" / image_name(6));
+  fs::remove(fx.data / "images" / chestx_image_name(6));
   msg = error_of([&] { make_chestx14_benchmark(fx.options()); });
-  EXPECT_TRUE(contains(msg, image_name(6)) && contains(msg, "test.csv' line 2") &&
+  EXPECT_TRUE(contains(msg, chestx_image_name(6)) && contains(msg, "test.csv' line 2") &&
               contains(msg, "1 of the 8 images"))
       << msg;
   // a PNG that does not decode
-  write_file_atomic((fx.data / "images" / image_name(6)).string(), "\x89PNG\r\n\x1a\n broken");
+  write_file_atomic((fx.data / "images" / chestx_image_name(6)).string(), "\x89PNG\r\n\x1a\n broken");
   msg = error_of([&] { make_chestx14_benchmark(fx.options()); });
-  EXPECT_TRUE(contains(msg, image_name(6)) && contains(msg, "not a readable PNG")) << msg;
+  EXPECT_TRUE(contains(msg, chestx_image_name(6)) && contains(msg, "not a readable PNG")) << msg;
   // an image listed twice
-  write_png((fx.data / "images" / image_name(6)).string(), grey_of(6));
+  write_png((fx.data / "images" / chestx_image_name(6)).string(), chestx_grey_of(6));
   fx.write_csv("test.csv", {6, 1});
   msg = error_of([&] { make_chestx14_benchmark(fx.options()); });
-  EXPECT_TRUE(contains(msg, image_name(1)) && contains(msg, "listed twice")) << msg;
+  EXPECT_TRUE(contains(msg, chestx_image_name(1)) && contains(msg, "listed twice")) << msg;
   // missing split files
   msg = error_of([&] { make_chestx14_benchmark(fx.options().split_dir((fx.tmp.path / "none").string())); });
   EXPECT_TRUE(contains(msg, "train.csv") && contains(msg, "--split-dir")) << msg;

@@ -8,6 +8,7 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include "paper_data.h"
 #include "test_util.h"
 
 #include <filesystem>
@@ -22,26 +23,12 @@ using bayesagg::testing::error_of;
 
 namespace {
 
-/// Pixel `p` (0..3071, plane-major: R, G, B planes of 32×32) of record `r` of file `f`.
-uint8_t pixel(int f, int r, int p) { return static_cast<uint8_t>((f * 101 + r * 7 + p * 3) % 256); }
-int coarse_of(int f, int r) { return (r * 3 + f) % 20; }
-int fine_of(int f, int r) { return (r * 11 + f) % 100; }
-
-/// A CIFAR-100 binary file of `n` records, written byte by byte as the format says.
-std::string cifar_bytes(int f, int n) {
-  std::string s;
-  for (int r = 0; r < n; ++r) {
-    s.push_back(static_cast<char>(coarse_of(f, r)));
-    s.push_back(static_cast<char>(fine_of(f, r)));
-    for (int p = 0; p < 3072; ++p) s.push_back(static_cast<char>(pixel(f, r, p)));
-  }
-  return s;
-}
+using namespace bayesagg::testing::paper_data;
 
 /// Expected input of record r of file f: [3, 32, 32], pixel / 127.5 - 1.
 at::Tensor expected_input(int f, int r) {
   at::Tensor t = at::empty({3072}, at::kByte);
-  for (int p = 0; p < 3072; ++p) t[p] = pixel(f, r, p);
+  for (int p = 0; p < 3072; ++p) t[p] = cifar_pixel(f, r, p);
   return t.reshape({3, 32, 32}).to(at::kFloat).div(127.5f).sub(1.0f);
 }
 
@@ -54,12 +41,12 @@ TEST(CifarMtl, ReadsRecordsExactly) {
   const Cifar100File f = read_cifar100_file(path);
   ASSERT_EQ(f.images.sizes(), (c10::IntArrayRef{3, 3, 32, 32}));
   for (int r = 0; r < 3; ++r) {
-    EXPECT_EQ(f.coarse[r].item<int64_t>(), coarse_of(0, r));
-    EXPECT_EQ(f.fine[r].item<int64_t>(), fine_of(0, r));
+    EXPECT_EQ(f.coarse[r].item<int64_t>(), cifar_coarse_of(0, r));
+    EXPECT_EQ(f.fine[r].item<int64_t>(), cifar_fine_of(0, r));
     // R plane row 0 col 1 is pixel 1; G plane starts at 1024; B at 2048; row y col x at y*32+x
-    EXPECT_EQ(f.images[r][0][0][1].item<uint8_t>(), pixel(0, r, 1));
-    EXPECT_EQ(f.images[r][1][2][5].item<uint8_t>(), pixel(0, r, 1024 + 2 * 32 + 5));
-    EXPECT_EQ(f.images[r][2][31][31].item<uint8_t>(), pixel(0, r, 3071));
+    EXPECT_EQ(f.images[r][0][0][1].item<uint8_t>(), cifar_pixel(0, r, 1));
+    EXPECT_EQ(f.images[r][1][2][5].item<uint8_t>(), cifar_pixel(0, r, 1024 + 2 * 32 + 5));
+    EXPECT_EQ(f.images[r][2][31][31].item<uint8_t>(), cifar_pixel(0, r, 3071));
   }
 }
 
@@ -92,7 +79,7 @@ TEST(CifarMtl, BuildsTwentyBinaryTasksWithASeededSplitAndScaledInputs) {
       const int r = static_cast<int>(idx[k].item<int64_t>());
       EXPECT_TRUE(at::equal(s.inputs[k], expected_input(f, r))) << "record " << r;
       at::Tensor y = at::zeros({20}, at::kFloat);
-      y[coarse_of(f, r)] = 1.0f;
+      y[cifar_coarse_of(f, r)] = 1.0f;
       EXPECT_TRUE(at::equal(s.labels[0][k], y)) << "record " << r;
     }
   };

@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include "paper_data.h"
 #include "test_util.h"
 
 #include <cmath>
@@ -22,99 +23,7 @@ using bayesagg::testing::error_of;
 
 namespace {
 
-struct A {
-  const char* element;
-  double x, y, z;
-};
-struct B {
-  int a, b, type;
-};
-struct Mol {
-  std::string title;
-  std::vector<A> atoms;
-  std::vector<B> bonds;
-};
-
-/// A V2000 block as RDKit writes QM9's (title, program line, comment, counts, atoms, bonds,
-/// `M  END`, `$$$$`). `atom_count` overrides the counts line's atom count when >= 0.
-std::string block(const Mol& m, int atom_count = -1) {
-  char buf[128];
-  std::string s = m.title + "\n     RDKit          3D\n\n";
-  std::snprintf(buf, sizeof buf, "%3d%3d  0  0  0  0  0  0  0  0999 V2000\n",
-                atom_count >= 0 ? atom_count : static_cast<int>(m.atoms.size()),
-                static_cast<int>(m.bonds.size()));
-  s += buf;
-  for (const A& a : m.atoms) {
-    std::snprintf(buf, sizeof buf, "%10.4f%10.4f%10.4f %-3s 0  0  0  0  0  0  0  0  0  0  0  0\n",
-                  a.x, a.y, a.z, a.element);
-    s += buf;
-  }
-  for (const B& b : m.bonds) {
-    std::snprintf(buf, sizeof buf, "%3d%3d%3d  0\n", b.a, b.b, b.type);
-    s += buf;
-  }
-  return s + "M  END\n$$$$\n";
-}
-
-/// gdb_1 methane, gdb_2 ammonia, gdb_3 water (excluded), gdb_4 formaldehyde (C=O),
-/// gdb_5 benzene (Kekulé bonds in the file), gdb_6 hydrogen fluoride.
-std::vector<Mol> molecules() {
-  std::vector<Mol> m;
-  const double t = 0.6291;
-  m.push_back({"gdb_1",
-               {{"C", 0, 0, 0}, {"H", t, t, t}, {"H", -t, -t, t}, {"H", -t, t, -t}, {"H", t, -t, -t}},
-               {{1, 2, 1}, {1, 3, 1}, {1, 4, 1}, {1, 5, 1}}});
-  m.push_back({"gdb_2",
-               {{"N", 0, 0, 0.1}, {"H", 0.94, 0, -0.27}, {"H", -0.47, 0.814, -0.27}, {"H", -0.47, -0.814, -0.27}},
-               {{1, 2, 1}, {1, 3, 1}, {1, 4, 1}}});
-  m.push_back({"gdb_3", {{"O", 0, 0, 0.12}, {"H", 0.76, 0, -0.47}, {"H", -0.76, 0, -0.47}}, {{1, 2, 1}, {1, 3, 1}}});
-  m.push_back({"gdb_4",
-               {{"C", 0, 0, 0}, {"O", 0, 0, 1.21}, {"H", 0.94, 0, -0.54}, {"H", -0.94, 0, -0.54}},
-               {{1, 2, 2}, {1, 3, 1}, {1, 4, 1}}});
-  Mol benzene{"gdb_5", {}, {}};
-  for (int k = 0; k < 6; ++k) {
-    const double a = k * M_PI / 3;
-    benzene.atoms.push_back({"C", 1.39 * std::cos(a), 1.39 * std::sin(a), 0.01 * k});
-  }
-  for (int k = 0; k < 6; ++k) {
-    const double a = k * M_PI / 3;
-    benzene.atoms.push_back({"H", 2.47 * std::cos(a), 2.47 * std::sin(a), 0.01 * k});
-  }
-  for (int k = 0; k < 6; ++k) benzene.bonds.push_back({k + 1, (k + 1) % 6 + 1, k % 2 == 0 ? 2 : 1});
-  for (int k = 0; k < 6; ++k) benzene.bonds.push_back({k + 1, k + 7, 1});
-  m.push_back(benzene);
-  m.push_back({"gdb_6", {{"F", 0, 0, 0}, {"H", 0, 0, 0.92}}, {{1, 2, 1}}});
-  return m;
-}
-
-/// The 19 numbers after mol_id of row r (0-based): A, B, C, mu, alpha, homo, lumo, gap, r2,
-/// zpve, u0, u298, h298, g298, cv, u0_atom, u298_atom, h298_atom, g298_atom.
-std::vector<double> csv_values(int r) {
-  return {1.5 + r, 2.5, 3.5, 0.1 * r + 0.05, 10.0 + r, -0.3 - 0.01 * r, 0.05 + 0.01 * r, 0.35,
-          20.0 + 2 * r, 0.02 + 0.001 * r, -40.5 - r, -40.4 - r, -40.3 - r, -40.6 - r, 6.0 + 0.5 * r,
-          -400.0 - 10 * r, -401.0 - 10 * r, -402.0 - 10 * r, -380.0 - 10 * r};
-}
-
-std::string csv_row(const std::string& id, int r) {
-  std::string s = id;
-  char buf[32];
-  for (double v : csv_values(r)) {
-    std::snprintf(buf, sizeof buf, ",%.6f", v);
-    s += buf;
-  }
-  return s;
-}
-
-const char* kCsvHeader =
-    "mol_id,A,B,C,mu,alpha,homo,lumo,gap,r2,zpve,u0,u298,h298,g298,cv,u0_atom,u298_atom,"
-    "h298_atom,g298_atom";
-
-std::string uncharacterized(const std::vector<int>& indices) {
-  std::string s;
-  for (int i = 0; i < 9; ++i) s += " header line " + std::to_string(i + 1) + "\n";
-  for (int i : indices) s += "  " + std::to_string(i) + "    123456   -0.1  0.2  0.3\n";
-  return s + "-------------------------------\n";
-}
+using namespace bayesagg::testing::paper_data;
 
 struct Files {
   TempDir tmp;
@@ -122,10 +31,10 @@ struct Files {
   explicit Files(const std::string& sub = "") {
     dir = sub.empty() ? tmp.path : tmp.path / sub;
     fs::create_directories(dir);
-    std::string sdf, csv = std::string(kCsvHeader) + "\n";
+    std::string sdf, csv = std::string(qm9_csv_header()) + "\n";
     const auto mols = molecules();
     for (size_t k = 0; k < mols.size(); ++k) {
-      sdf += block(mols[k]);
+      sdf += sdf_block(mols[k]);
       csv += csv_row(mols[k].title, static_cast<int>(k)) + "\n";
     }
     write("gdb9.sdf", sdf);
@@ -232,8 +141,8 @@ TEST(QM9, BuildsCompleteGraphsWithBondAndDistanceEdgeFeatures) {
       if (i == j) continue;
       EXPECT_EQ(g.edge_index[0][e].item<int64_t>(), i);
       EXPECT_EQ(g.edge_index[1][e].item<int64_t>(), j);
-      const A& a = mols[3].atoms[static_cast<size_t>(i)];
-      const A& b = mols[3].atoms[static_cast<size_t>(j)];
+      const QAtom& a = mols[3].atoms[static_cast<size_t>(i)];
+      const QAtom& b = mols[3].atoms[static_cast<size_t>(j)];
       const double d = std::sqrt((a.x - b.x) * (a.x - b.x) + (a.y - b.y) * (a.y - b.y) + (a.z - b.z) * (a.z - b.z));
       F expect = {0, 0, 0, 0, static_cast<float>(d)};
       if ((i == 0 && j == 1) || (i == 1 && j == 0)) expect[1] = 1;  // C=O double
@@ -319,7 +228,7 @@ TEST(QM9, MalformedFilesAreOneClearErrorNamingFileAndLine) {
   const auto all_blocks = [&](int bad_index, int atom_count) {
     std::string s;
     for (size_t k = 0; k < mols.size(); ++k) {
-      s += block(mols[k], static_cast<int>(k) == bad_index ? atom_count : -1);
+      s += sdf_block(mols[k], static_cast<int>(k) == bad_index ? atom_count : -1);
     }
     return s;
   };
@@ -341,8 +250,8 @@ TEST(QM9, MalformedFilesAreOneClearErrorNamingFileAndLine) {
   {  // an element QM9 does not have
     Files f;
     Mol cl{"gdb_1", {{"C", 0, 0, 0}, {"Cl", 0, 0, 1.7}}, {{1, 2, 1}}};
-    std::string s = block(cl);
-    for (size_t k = 1; k < mols.size(); ++k) s += block(mols[k]);
+    std::string s = sdf_block(cl);
+    for (size_t k = 1; k < mols.size(); ++k) s += sdf_block(mols[k]);
     f.write("gdb9.sdf", s);
     const std::string msg = error_of([&] { load_qm9(f.options()); });
     EXPECT_TRUE(contains(msg, "line 6") && contains(msg, "'Cl'")) << msg;
@@ -360,7 +269,7 @@ TEST(QM9, MalformedFilesAreOneClearErrorNamingFileAndLine) {
   }
   {  // a CSV row with the wrong column count (line 3 = molecule 2)
     Files f;
-    std::string csv = std::string(kCsvHeader) + "\n";
+    std::string csv = std::string(qm9_csv_header()) + "\n";
     for (size_t k = 0; k < mols.size(); ++k) {
       std::string r = csv_row(mols[k].title, static_cast<int>(k));
       if (k == 1) r = r.substr(0, r.rfind(','));
@@ -372,17 +281,17 @@ TEST(QM9, MalformedFilesAreOneClearErrorNamingFileAndLine) {
   }
   {  // a field that is not a number, and a mol_id that is not the block's title
     Files f;
-    std::string csv = std::string(kCsvHeader) + "\n";
+    std::string csv = std::string(qm9_csv_header()) + "\n";
     for (size_t k = 0; k < mols.size(); ++k) csv += csv_row(k == 4 ? "gdb_99" : mols[k].title, static_cast<int>(k)) + "\n";
     f.write("gdb9.sdf.csv", csv);
     std::string msg = error_of([&] { load_qm9(f.options()); });
     EXPECT_TRUE(contains(msg, "gdb_99") && contains(msg, "gdb_5") && contains(msg, "line 6")) << msg;
-    f.write("gdb9.sdf.csv", std::string(kCsvHeader) + "\ngdb_1,x" + std::string(18, ',') + "\n");
+    f.write("gdb9.sdf.csv", std::string(qm9_csv_header()) + "\ngdb_1,x" + std::string(18, ',') + "\n");
     msg = error_of([&] { load_qm9(f.options()); });
     EXPECT_TRUE(contains(msg, "line 2") && contains(msg, "column 2") && contains(msg, "not a number")) << msg;
     // inf/nan are accepted in the columns no target is read from (A here), not in a target's
     const auto with = [&](int column, const std::string& value) {
-      std::string csv = std::string(kCsvHeader) + "\n";
+      std::string csv = std::string(qm9_csv_header()) + "\n";
       for (size_t k = 0; k < mols.size(); ++k) {
         std::string r = csv_row(mols[k].title, static_cast<int>(k));
         if (k == 0) {
@@ -403,7 +312,7 @@ TEST(QM9, MalformedFilesAreOneClearErrorNamingFileAndLine) {
   }
   {  // SDF and CSV disagree on the number of molecules; a bad header
     Files f;
-    std::string csv = std::string(kCsvHeader) + "\n";
+    std::string csv = std::string(qm9_csv_header()) + "\n";
     for (size_t k = 0; k + 1 < mols.size(); ++k) csv += csv_row(mols[k].title, static_cast<int>(k)) + "\n";
     f.write("gdb9.sdf.csv", csv);
     std::string msg = error_of([&] { load_qm9(f.options()); });

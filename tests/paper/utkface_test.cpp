@@ -8,6 +8,7 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include "paper_data.h"
 #include "test_util.h"
 
 #include <cmath>
@@ -24,49 +25,7 @@ using bayesagg::testing::error_of;
 
 namespace {
 
-struct Face {
-  int age, gender, race;
-};
-
-/// 16 labelled faces: age 30 ×10, age 5 ×3, age 70 ×2, age 1 ×1.
-std::vector<Face> faces() {
-  std::vector<Face> f;
-  for (int i = 0; i < 10; ++i) f.push_back({30, i % 2, i % 5});
-  for (int i = 0; i < 3; ++i) f.push_back({5, 1, 4 - i});
-  f.push_back({70, 0, 2});
-  f.push_back({70, 1, 3});
-  f.push_back({1, 0, 0});
-  return f;
-}
-
-std::array<int, 3> colour_of(const Face& f, int i) {
-  return {(f.age * 3 + i * 11) % 256, f.gender * 120 + 60, f.race * 50 + 10};
-}
-
-std::string name_of(const Face& f, int i) {
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%d_%d_%d_2017011617%07d.jpg%s", f.age, f.gender, f.race, i,
-                i == 3 ? "" : ".chip.jpg");  // one plain .jpg
-  return buf;
-}
-
-/// Writes the faces as flat-colour 20×20 JPEGs, plus two badly named JPEGs and a text file.
-fs::path write_faces(const fs::path& root) {
-  const fs::path dir = root / "UTKFace";
-  fs::create_directories(dir);
-  const auto fs_ = faces();
-  for (int i = 0; i < static_cast<int>(fs_.size()); ++i) {
-    at::Tensor img = at::empty({3, 20, 20}, at::kByte);
-    const auto c = colour_of(fs_[static_cast<size_t>(i)], i);
-    for (int k = 0; k < 3; ++k) img[k].fill_(c[static_cast<size_t>(k)]);
-    write_jpeg((dir / name_of(fs_[static_cast<size_t>(i)], i)).string(), img, 100);
-  }
-  const at::Tensor grey = at::full({3, 20, 20}, 128, at::kByte);
-  write_jpeg((dir / "39_1_20170116174525125.jpg.chip.jpg").string(), grey, 90);  // no race
-  write_jpeg((dir / "61_3_2_20170109150557335.jpg.chip.jpg").string(), grey, 90);  // gender 3
-  write_file_atomic((dir / "notes.txt").string(), "not an image");
-  return dir;
-}
+using namespace bayesagg::testing::paper_data;
 
 }  // namespace
 
@@ -164,7 +123,7 @@ TEST(UTKFace, BuildsLabelsImagesAndSplitsFromTheFolder) {
   // labels and pixels of every item, from its own file name
   const auto all = faces();
   std::map<std::string, int> index_of;
-  for (int i = 0; i < static_cast<int>(all.size()); ++i) index_of[name_of(all[static_cast<size_t>(i)], i)] = i;
+  for (int i = 0; i < static_cast<int>(all.size()); ++i) index_of[face_name(all[static_cast<size_t>(i)], i)] = i;
   int64_t seen = 0;
   for (const ImageSplit* s : {&b.train, &b.val, &b.test}) {
     const at::Tensor idx = at::arange(s->size(), at::kLong);
@@ -177,7 +136,7 @@ TEST(UTKFace, BuildsLabelsImagesAndSplitsFromTheFolder) {
                       static_cast<float>((f.age - 33.327) / 19.927));
       EXPECT_EQ(s->labels[1][k].item<int64_t>(), f.gender);
       EXPECT_EQ(s->labels[2][k].item<int64_t>(), f.race);
-      const auto c = colour_of(f, i);
+      const auto c = face_colour(f, i);
       for (int ch = 0; ch < 3; ++ch) {
         const int64_t err = (stored[k][ch].to(at::kInt) - c[static_cast<size_t>(ch)]).abs().max().item<int>();
         EXPECT_LE(err, 3) << s->files[static_cast<size_t>(k)] << " channel " << ch;
@@ -216,7 +175,7 @@ TEST(UTKFace, CachesImagesAndRebuildsWhenAFileChanges) {
 
   // a changed file changes the key: rebuilt
   const auto all = faces();
-  write_jpeg((dir / name_of(all[0], 0)).string(), at::full({3, 20, 20}, 7, at::kByte), 100);
+  write_jpeg((dir / face_name(all[0], 0)).string(), at::full({3, 20, 20}, 7, at::kByte), 100);
   const ImageBenchmark c = make_utkface_benchmark(opts);
   EXPECT_TRUE(contains(c.notes.back(), "built the image cache")) << c.notes.back();
   EXPECT_FALSE(at::equal(a.train.images, c.train.images));

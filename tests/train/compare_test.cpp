@@ -129,19 +129,19 @@ TEST(TrainOrReuse, ReusesFinishedRunsResumesStoppedOnesAndRejectsOtherSettings) 
   const std::string out = dir.file("ls");
   RunStatus status;
   // Stopped after one epoch, then continued: same numbers as an uninterrupted run.
-  train_or_reuse(tiny(out).stop_after_epoch(1), bench, nullptr, &status);
+  train_or_reuse(tiny(out).stop_after_epoch(1), &bench, nullptr, &status);
   EXPECT_EQ(status, RunStatus::trained);
-  const TrainSummary resumed = train_or_reuse(tiny(out), bench, nullptr, &status);
+  const TrainSummary resumed = train_or_reuse(tiny(out), &bench, nullptr, &status);
   EXPECT_EQ(status, RunStatus::resumed);
-  const TrainSummary fresh = train_or_reuse(tiny(dir.file("fresh")), bench, nullptr, &status);
+  const TrainSummary fresh = train_or_reuse(tiny(dir.file("fresh")), &bench, nullptr, &status);
   EXPECT_EQ(status, RunStatus::trained);
   EXPECT_EQ(resumed.test, fresh.test);
   // Finished: read back, not retrained (threads may differ).
-  const TrainSummary again = train_or_reuse(tiny(out).threads(2), bench, nullptr, &status);
+  const TrainSummary again = train_or_reuse(tiny(out).threads(2), &bench, nullptr, &status);
   EXPECT_EQ(status, RunStatus::reused);
   EXPECT_EQ(again.test, resumed.test);
   // Another setting: an error naming it.
-  const std::string err = error_of([&] { train_or_reuse(tiny(out).lr(2e-3), bench, nullptr); });
+  const std::string err = error_of([&] { train_or_reuse(tiny(out).lr(2e-3), &bench, nullptr); });
   EXPECT_TRUE(contains(err, "another value of 'lr'")) << err;
 }
 
@@ -149,7 +149,7 @@ TEST(SingleTasks, OneRunPerTaskAndABaselineFile) {
   TempDir dir("compare_stl");
   const Benchmark bench =
       make_benchmark("synthetic-regression", EmbeddedOptions().train_subset(256));
-  const SingleTaskResult r = train_single_tasks(tiny(dir.path.string()).epochs(1), bench, nullptr);
+  const SingleTaskResult r = train_single_tasks(tiny(dir.path.string()).epochs(1), &bench, nullptr);
   EXPECT_EQ(r.test.size(), 10u);
   EXPECT_GT(r.epoch_seconds, 0.0);
   EXPECT_EQ(read_stl_baselines(r.baseline_file), r.test);

@@ -143,6 +143,30 @@ TEST(TrainOptions, BaselineOptionsReachTheCommandLineAndConfigs) {
   EXPECT_THROW(o.validate(), c10::Error);
 }
 
+TEST(Trainer, TrunkClipAfterWarmupLeavesTheWarmupUnclipped) {
+  // steps.csv records the norms before clipping, so a clip shows in the steps after it.
+  const auto steps_of = [](const std::string& dir, int64_t epoch) {
+    std::vector<std::string> rows;
+    std::istringstream in(read_file(dir + "/steps.csv"));
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind(std::to_string(epoch) + ",", 0) == 0) rows.push_back(line);
+    }
+    return rows;
+  };
+  const std::string none = temp_dir("clip_none"), after = temp_dir("clip_after"),
+                    always = temp_dir("clip_always");
+  Trainer(tiny(none).epochs(2), tiny_benchmark()).run();
+  Trainer(tiny(after).epochs(2).trunk_clip(1e-3).trunk_clip_after_warmup(true), tiny_benchmark())
+      .run();
+  Trainer(tiny(always).epochs(2).trunk_clip(1e-3), tiny_benchmark()).run();
+  ASSERT_EQ(steps_of(none, 1).size(), 4u);
+  EXPECT_EQ(steps_of(after, 1), steps_of(none, 1));    // warm-up epoch: not clipped
+  EXPECT_NE(steps_of(always, 1), steps_of(none, 1));   // clipped from the first step
+  EXPECT_NE(steps_of(after, 2), steps_of(none, 2));    // clipped after the warm-up
+  for (const auto& d : {none, after, always}) fs::remove_all(d);
+}
+
 TEST(Trainer, RefusesToOverwriteAnUnfinishedRun) {
   const std::string dir = temp_dir("unfinished");
   Trainer(tiny(dir).stop_after_epoch(1), tiny_benchmark()).run();

@@ -11,6 +11,26 @@
 ///   → ReLU → MaxPool 2 → flatten (320) → Linear(320, d) → ELU.
 /// - `mlp` (vector input [D]): Linear(D, w) → ReLU → Linear(w, w) → ReLU → Linear(w, d) → ELU.
 ///
+/// Paper networks (spec: benchmarks.md, "Paper benchmarks"):
+/// - `cifar-cnn` (CIFAR-MTL, input [3, 32, 32]): three blocks Conv 3×3 (reflect pad 1) → ELU →
+///   MaxPool 3 with 3→d→d→d channels, BatchNorm(d), flatten → h ∈ R^d (d = 160 in the spec; the
+///   images must be 27×27 to 53×53 so that the flattened map is d × 1 × 1).
+/// - `resnet18` (UTKFace) and `resnet34` (ChestX-ray14), input [C, H, W]: torchvision's ResNet
+///   encoder (7×7 stem, BasicBlocks [2,2,2,2] or [3,4,6,3], global average pooling → 512) under
+///   `encoder.`, then Linear(512, d) + ELU → h ∈ R^d (d = 256 in the spec). Convolutions are
+///   initialised as torchvision does (Kaiming normal, fan-out), BatchNorm with weight 1, bias 0.
+///   `ModelOptions::pretrained` loads the encoder from a file (see there).
+/// - `mpnn` (QM9, graph inputs: `input_shape` = {node features, edge features}, {11, 5}):
+///   Linear(11 → w) + ReLU; 3 rounds of edge-conditioned convolution (NNConv: edge net
+///   Linear(5, 128)–ReLU–Linear(128, w·w) shared by the rounds, messages x_src · W(e) averaged
+///   at the target, plus a root weight and a bias, ReLU) each followed by a GRU cell (w, w);
+///   Set2Set (w, 3 steps, LSTM cell); Linear(2w → d) + ReLU → h ∈ R^d (w = `hidden_dim`,
+///   d = `representation_dim`, both 64 in the spec). Takes `GraphBatch`es (qm9.h).
+///
+/// Trunks with BatchNorm (`cifar-cnn`, `resnet*`) behave differently in training and evaluation
+/// mode (`train(false)` uses the running statistics); their running statistics are saved and
+/// loaded with the parameters.
+///
 /// The implementation (torch::nn modules) is private: this header stays light.
 
 #include "bayesagg/core/serialize_fwd.h"
@@ -29,15 +49,31 @@
 
 namespace bayesagg {
 
+struct GraphBatch;
+
 /// Options of `MultiTaskModel`.
 struct ModelOptions {
-  /// The trunk: `auto` (`cnn` for image inputs [C, H, W], `mlp` for vector inputs [D]), `cnn` or
-  /// `mlp`.
+  /// The trunk: `auto` (`cnn` for image inputs [C, H, W], `mlp` for vector inputs [D]), `cnn`,
+  /// `mlp`, `cifar-cnn`, `resnet18`, `resnet34` or `mpnn` (see the file comment).
   TORCH_ARG(std::string, trunk) = "auto";
   /// Width d of the shared representation h.
   TORCH_ARG(int64_t, representation_dim) = 64;
-  /// Width of the hidden layers of the `mlp` trunk.
+  /// Width of the hidden layers of the `mlp` trunk, and of the node states of the `mpnn` trunk.
   TORCH_ARG(int64_t, hidden_dim) = 64;
+  /// `resnet18` / `resnet34` only: a file of pretrained encoder weights, loaded after the
+  /// initialisation (the projection Linear(512, d) and the heads stay freshly initialised). Two
+  /// formats are read, both keyed by torchvision's names (`conv1.weight`, `bn1.weight`,
+  /// `bn1.bias`, `bn1.running_mean`, `bn1.running_var`, `layer1.0.conv1.weight`, ...,
+  /// `layer2.0.downsample.0.weight`, `layer2.0.downsample.1.running_var`, ...):
+  /// - Python's `torch.save(torchvision.models.resnet34(weights="IMAGENET1K_V1").state_dict(),
+  ///   "resnet34.pt")` (a pickled dict of tensors, the default zip format); `fc.*` entries and
+  ///   any other extra names are ignored;
+  /// - a LibTorch archive (`torch::serialize::OutputArchive` written with `save_to`) holding the
+  ///   same names.
+  /// Every encoder parameter and BatchNorm statistic must be present (`num_batches_tracked` may
+  /// be absent) with its shape; otherwise construction throws naming the missing (up to five)
+  /// or mis-shaped entry. Empty = train from scratch.
+  TORCH_ARG(std::string, pretrained) = "";
   /// Seed of the generator that initialises every parameter (PyTorch's default initialisation:
   /// weights and biases of a layer with fan-in n uniform in [-1/sqrt(n), 1/sqrt(n)]).
   TORCH_ARG(uint64_t, seed) = 0;
@@ -64,8 +100,13 @@ class MultiTaskModel {
   MultiTaskModel(MultiTaskModel&&) noexcept;
   MultiTaskModel& operator=(MultiTaskModel&&) noexcept;
 
-  /// The shared representation h [B, d] of `inputs` [B, ...input_shape].
+  /// The shared representation h [B, d] of `inputs` [B, ...input_shape] (tensor trunks).
   at::Tensor representation(const at::Tensor& inputs) const;
+  /// The shared representation h [B, d] of a graph batch (B = `graphs.num_graphs`; graph trunks,
+  /// i.e. `mpnn`; node and edge feature widths must match `input_shape`).
+  at::Tensor representation(const GraphBatch& graphs) const;
+  /// Whether the trunk takes `GraphBatch`es (`mpnn`) rather than tensors.
+  bool takes_graphs() const;
   /// The outputs of every head on `representation` [B, d]: one [B, head_rows] tensor per group.
   std::vector<at::Tensor> head_outputs(const at::Tensor& representation) const;
   /// Per group: the head's weight [rows, d] and bias [rows], the real parameters (not copies).
@@ -81,7 +122,7 @@ class MultiTaskModel {
   int64_t representation_dim() const;
   const std::vector<TaskGroup>& groups() const;
   const std::vector<int64_t>& input_shape() const;
-  /// The resolved trunk name (`cnn` or `mlp`).
+  /// The resolved trunk name (never `auto`).
   const std::string& trunk_name() const;
   const ModelOptions& options() const;
   /// E.g. `cnn(1x28x28 -> 64) + heads [multiclass:10, multiclass:10], 33 094 parameters`.
@@ -89,11 +130,13 @@ class MultiTaskModel {
 
   /// Moves every parameter to `device`.
   void to(const c10::Device& device);
-  /// Training (true) or evaluation mode (the default networks behave the same in both).
+  /// Training (true) or evaluation mode (the default networks behave the same in both; BatchNorm
+  /// uses batch statistics in training and running statistics in evaluation).
   void train(bool on = true);
   bool is_training() const;
 
-  /// Writes every parameter under `trunk.*` and `head.<g>.{weight,bias}`.
+  /// Writes every parameter (and BatchNorm statistic) under `trunk.*` and
+  /// `head.<g>.{weight,bias}`.
   void save(torch::serialize::OutputArchive& archive) const;
   /// Reads what `save` wrote into the existing parameters; throws naming a missing or
   /// mis-shaped entry.

@@ -39,6 +39,14 @@ struct LrSchedule {
   double lr(size_t group, int64_t epoch) const;
 };
 
+/// PyTorch's ReduceLROnPlateau (mode `min`, relative threshold 1e-4, cooldown 0) replayed from
+/// `base_lr` over `metrics`, the monitored value after each completed epoch (lower is better;
+/// NaN never improves): the learning rate for the next epoch. After more than `patience` epochs
+/// without improvement the rate becomes max(rate × `factor`, `min_lr`). A pure function of the
+/// history, so resuming needs no scheduler state.
+double plateau_lr(double base_lr, const std::vector<double>& metrics, double factor,
+                  int64_t patience, double min_lr);
+
 /// The parts of a checkpoint that are not live objects.
 struct CheckpointState {
   /// Completed epochs.

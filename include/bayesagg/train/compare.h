@@ -22,11 +22,12 @@ enum class RunStatus {
   reused,   ///< already finished with the same settings: read back, not retrained
 };
 
-/// Trains the run `options` describes (in `options.resolved_out()`) on `benchmark`, reusing the
+/// Trains the run `options` describes (in `options.resolved_out()`) on `benchmark` (nullptr: the
+/// trainer builds the benchmark `options` names), reusing the
 /// folder: a finished run with the same settings (ignoring threads, progress, data-dir, device)
 /// is read back, an unfinished one with a checkpoint is resumed, anything else is started over.
 /// A folder holding a run with other settings is an error naming the first differing setting.
-TrainSummary train_or_reuse(TrainOptions options, const Benchmark& benchmark, std::ostream* log,
+TrainSummary train_or_reuse(TrainOptions options, const Benchmark* benchmark, std::ostream* log,
                             RunStatus* status = nullptr);
 
 /// What single-task learning of every task gives.
@@ -40,10 +41,12 @@ struct SingleTaskResult {
   std::string baseline_file;
 };
 
-/// Single-task learning (STL): for every task of `benchmark`, a run of that task's loss alone
+/// Single-task learning (STL): for every task of the benchmark, a run of that task's loss alone
 /// (method `ls`, `stl_task` set) with `options`' network and budget in `<out>/<task>`, each
 /// reused or resumed as `train_or_reuse` does; then writes `<out>/stl_baseline.json`.
-SingleTaskResult train_single_tasks(TrainOptions options, const Benchmark& benchmark,
+/// `benchmark`: the embedded benchmark built once for all runs, or nullptr (each run builds the
+/// benchmark `options` names; the tasks of a paper benchmark come from `paper_task_names`).
+SingleTaskResult train_single_tasks(TrainOptions options, const Benchmark* benchmark,
                                     std::ostream* log);
 
 /// One method × seed of a comparison.

@@ -17,8 +17,9 @@ namespace bayesagg {
 /// Every setting of a training run. Defaults are the spec's "Default training settings" for the
 /// embedded benchmarks.
 struct TrainOptions {
-  /// An embedded benchmark: multi-fashion, fashion-binary, multi-fashion-mixed,
-  /// synthetic-regression.
+  /// An embedded benchmark (multi-fashion, fashion-binary, multi-fashion-mixed,
+  /// synthetic-regression) or a paper benchmark (cifar-mtl, utkface, chestx14, qm9: read from
+  /// `data_dir`).
   TORCH_ARG(std::string, benchmark) = "multi-fashion";
   /// `bayesagg` or `ls` (see `method_names()`).
   TORCH_ARG(std::string, method) = "bayesagg";
@@ -26,8 +27,7 @@ struct TrainOptions {
   /// `ls`), and the epoch is selected on this task's first validation metric. Used to measure
   /// the single-task baselines of Δm (`bayesagg train --method stl` runs every task).
   TORCH_ARG(std::string, stl_task) = "";
-  /// Training epochs; 0 = the benchmark's default (10 for the Fashion family, 30 for
-  /// synthetic-regression).
+  /// Training epochs; 0 = the benchmark's default (`default_epochs`).
   TORCH_ARG(int64_t, epochs) = 0;
   TORCH_ARG(int64_t, batch_size) = 256;
   /// Seed of the model initialisation, the shuffling and the method's Monte-Carlo draws.
@@ -41,8 +41,24 @@ struct TrainOptions {
   TORCH_ARG(std::string, device) = "cpu";
   /// 0 = every training item; otherwise the first N.
   TORCH_ARG(int64_t, train_subset) = 0;
-  /// Folder of Fashion-MNIST's IDX files.
+  /// Folder of Fashion-MNIST's IDX files, or of a paper benchmark's files (required for those).
   TORCH_ARG(std::string, data_dir) = kDefaultFashionMnistDir;
+  /// ChestX-ray14: folder of train.csv, validation.csv and test.csv; empty = the project's
+  /// data/chestx14.
+  TORCH_ARG(std::string, split_dir) = "";
+  /// QM9: validation molecules.
+  TORCH_ARG(int64_t, val_size) = 10000;
+  /// QM9: test molecules.
+  TORCH_ARG(int64_t, test_size) = 10000;
+  /// utkface, chestx14: stored image side; 0 = the spec's (140, 256). Smaller values make quick
+  /// experiments (and the tests) cheap; the paper's numbers need the default.
+  TORCH_ARG(int64_t, image_size) = 0;
+  /// utkface, chestx14: side of the crops fed to the model; 0 = the spec's (128, 224).
+  TORCH_ARG(int64_t, crop_size) = 0;
+  /// resnet18 / resnet34 trunks: pretrained encoder weights (`ModelOptions::pretrained`).
+  TORCH_ARG(std::string, pretrained) = "";
+  /// Batches prepared ahead on a background thread (0 = none). Does not change any number.
+  TORCH_ARG(int64_t, prefetch) = 2;
   /// Run folder; empty = `runs/<benchmark>-<method>-seed<S>`.
   TORCH_ARG(std::string, out) = "";
   /// JSON file of single-task baselines `{"task/metric": value}` for Δm; empty = the stored
@@ -50,10 +66,17 @@ struct TrainOptions {
   TORCH_ARG(std::string, stl_baseline) = "";
   /// Adam learning rate of both parameter groups.
   TORCH_ARG(double, lr) = 1e-3;
+  /// `auto` (qm9: `plateau`; otherwise `multistep`), `multistep` (×0.1 at 60% and 80% of the
+  /// epochs) or `plateau` (ReduceLROnPlateau: ×0.7 after 5 epochs without a better validation
+  /// selection score, minimum 1e-5; the spec's QM9 schedule).
+  TORCH_ARG(std::string, lr_schedule) = "auto";
   /// Gradient-norm clipping of the heads; 0 = off.
   TORCH_ARG(double, head_clip) = 10.0;
   /// Gradient-norm clipping of the trunk; 0 = off.
   TORCH_ARG(double, trunk_clip) = 0.0;
+  /// Clip the trunk only after the linear-scalarisation warm-up (epochs >= `ls_epochs`), as the
+  /// authors do on UTKFace.
+  TORCH_ARG(bool, trunk_clip_after_warmup) = false;
   /// Linear-scalarisation warm-up epochs of BayesAgg-MTL.
   TORCH_ARG(int64_t, ls_epochs) = 1;
   /// BayesAgg-MTL's hyper-parameters (its `seed` is derived from `seed`).
@@ -62,10 +85,12 @@ struct TrainOptions {
   TORCH_ARG(WeightingOptions, weighting) = {};
   /// Options of the gradient baselines (cagrad, nashmtl, pcgrad, ...), methods/options.h.
   TORCH_ARG(GradientOptions, gradient) = {};
-  /// `auto`, `cnn` or `mlp`.
+  /// `auto` (the benchmark's network: cnn or mlp for the embedded ones; cifar-cnn, resnet18,
+  /// resnet34, mpnn for cifar-mtl, utkface, chestx14, qm9), or one of `trunk_names()`.
   TORCH_ARG(std::string, trunk) = "auto";
-  /// Width of the shared representation.
-  TORCH_ARG(int64_t, representation_dim) = 64;
+  /// Width of the shared representation; 0 = the benchmark's (64; cifar-mtl 160, utkface and
+  /// chestx14 256).
+  TORCH_ARG(int64_t, representation_dim) = 0;
   /// Batch size of evaluation.
   TORCH_ARG(int64_t, eval_batch_size) = 512;
   /// `auto` (a bar on a terminal, periodic lines otherwise), `bar`, `lines` or `none`.
@@ -85,6 +110,13 @@ struct TrainOptions {
   int64_t resolved_epochs() const;
   /// `out`, or `runs/<benchmark>-<method>-seed<S>` when empty.
   std::string resolved_out() const;
+  /// `trunk`, or the benchmark's network when `auto` (embedded benchmarks: `auto`, which the
+  /// model resolves from the input shape).
+  std::string resolved_trunk() const;
+  /// `lr_schedule`, or the benchmark's when `auto`.
+  std::string resolved_lr_schedule() const;
+  /// `representation_dim`, or the benchmark's width when 0.
+  int64_t resolved_representation_dim() const;
 };
 
 /// Whether a run follows the default protocol under which the stored single-task baselines
@@ -98,7 +130,8 @@ bool is_default_protocol(const TrainOptions& options);
 /// side counts as different.
 std::string first_setting_difference(const std::string& config_a, const std::string& config_b);
 
-/// The benchmark's default number of epochs: 10 (Fashion family), 30 (synthetic-regression).
+/// The benchmark's default number of epochs: 10 (Fashion family), 30 (synthetic-regression),
+/// 50 (cifar-mtl), 100 (utkface, chestx14), 300 (qm9) (spec: benchmarks.md, bayesagg-mtl.md 6).
 int64_t default_epochs(const std::string& benchmark);
 
 /// One setting of the registry.

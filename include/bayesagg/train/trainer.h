@@ -1,12 +1,14 @@
 #pragma once
-/// The trainer: trains a multi-task model on an embedded benchmark with a `Method` (LS,
+/// The trainer: trains a multi-task model on an embedded or a paper benchmark (read through
+/// `BatchSource`s and a prefetching loader, batch_source.h) with a `Method` (LS,
 /// BayesAgg-MTL, ...) under the reference trainers' protocol, evaluates it after every epoch,
 /// selects the best epoch on validation, and records the run (spec: benchmarks.md, "Default
 /// training settings"; bayesagg-mtl.md section 6; docs/training.md).
 ///
 /// Protocol, per epoch e = 1..E:
 /// 1. learning rate of both Adam parameter groups (trunk, heads) = lr × 0.1^(milestones passed),
-///    milestones max(1, round(0.6 E)) and max(1, round(0.8 E));
+///    milestones max(1, round(0.6 E)) and max(1, round(0.8 E)) (or, with `lr_schedule` plateau,
+///    the default for qm9, ReduceLROnPlateau replayed from the validation scores so far);
 /// 2. `Method::on_epoch_start`, then for every shuffled mini-batch: forward (trunk, heads),
 ///    per-task batch-mean losses, `Method::backward(Step)`, gradient norms (trunk, heads),
 ///    head clipping (and trunk clipping when set), a finiteness check (a non-finite loss or
@@ -35,7 +37,8 @@ c10::Device parse_device(const std::string& name);
 /// Trains one run. Not copyable; `run()` once.
 class Trainer {
  public:
-  /// Builds the benchmark named in `options` (from Fashion-MNIST or generated).
+  /// Builds the benchmark named in `options` (from Fashion-MNIST or generated, or a paper
+  /// benchmark read from `options.data_dir()`).
   explicit Trainer(TrainOptions options);
   /// Trains on a benchmark built by the caller (its name must still be a known benchmark, which
   /// sets the metrics and the selection rule).

@@ -1,6 +1,7 @@
 #include "bayesagg/data/paper/paper.h"
 
 #include "bayesagg/data/paper/chestx14.h"
+#include "bayesagg/data/paper/cifar_mtl.h"
 #include "bayesagg/data/paper/qm9.h"
 
 #include <c10/util/Exception.h>
@@ -33,6 +34,15 @@ bool is_paper_benchmark(const std::string& name) {
     if (p.name == name) return true;
   }
   return false;
+}
+
+std::vector<std::string> paper_task_names(const std::string& name) {
+  if (name == "cifar-mtl") return cifar100_coarse_names();
+  if (name == "utkface") return {"age", "gender", "race"};
+  if (name == "chestx14") return chestx14_task_names();
+  if (name == "qm9") return qm9_task_names();
+  TORCH_CHECK(false, "'", name, "' is not a paper benchmark (known: cifar-mtl, utkface, "
+              "chestx14, qm9)");
 }
 
 bool has_stl_baseline(const std::string& name, const std::string& split) {

@@ -32,6 +32,10 @@ struct PaperInfo {
 const std::vector<PaperInfo>& paper_benchmarks();
 std::vector<std::string> paper_benchmark_names();
 bool is_paper_benchmark(const std::string& name);
+/// The task names of a paper benchmark, in model order (cifar-mtl: the 20 CIFAR-100 superclasses;
+/// utkface: age, gender, race; chestx14: the 14 findings; qm9: the 11 targets). Throws on other
+/// names.
+std::vector<std::string> paper_task_names(const std::string& name);
 
 /// Published single-task-learning results for Δm (spec, "Paper benchmarks").
 struct StlBaseline {
