@@ -12,7 +12,8 @@ namespace bayesagg::cli {
 
 Command add_aggregate(CLI::App& app) {
   struct Args {
-    std::string problem, out, moments = "mc";
+    std::string problem, out, moments = "mc", multiclass_moments = "mc";
+    int64_t rb_samples = 0;
     int64_t mc_samples = 0;
     uint64_t seed = 0;
     int threads = 0;
@@ -30,9 +31,17 @@ Command add_aggregate(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--moments", a->moments,
                   "Binary-task moments: mc (the reference's sampling) or exact (Stein + "
-                  "Gauss-Hermite); multiclass groups always use mc")
+                  "Gauss-Hermite)")
       ->check(CLI::IsMember({"mc", "exact"}))
       ->capture_default_str();
+  sub->add_option("--multiclass-moments", a->multiclass_moments,
+                  "Multiclass moments: mc (the reference's sampling, the problem's sample count) or "
+                  "rb (Rao-Blackwellised, --rb-samples logit samples)")
+      ->check(CLI::IsMember({"mc", "rb"}))
+      ->capture_default_str();
+  sub->add_option("--rb-samples", a->rb_samples,
+                  "Logit samples of the rb estimator (default: the library's)")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--seed", a->seed, "Seed of the Monte-Carlo generator")->capture_default_str();
   sub->add_option("--threads", a->threads, "Intra-op threads (0 = all cores)")
       ->capture_default_str();
@@ -41,7 +50,10 @@ Command add_aggregate(CLI::App& app) {
     const Problem problem = load_problem(a->problem);
     BayesAggOptions options = options_for(problem);
     if (a->mc_samples > 0) options.mc_samples(a->mc_samples);
-    options.binary_moments(parse_moment_estimator(a->moments)).seed(a->seed);
+    options.binary_moments(parse_moment_estimator(a->moments))
+        .multiclass_moments(parse_moment_estimator(a->multiclass_moments))
+        .seed(a->seed);
+    if (a->rb_samples > 0) options.rb_samples(a->rb_samples);
     const ProblemSolution solution = solve_problem(problem, options);
     write_file_atomic(a->out, solution_json(problem, solution));
     return 0;

@@ -81,8 +81,9 @@ Labels random_labels(const std::vector<TaskGroup>& groups, int64_t n, at::Genera
 
 Command add_bench(CLI::App& app) {
   struct Args {
-    std::string preset, groups, moments = "exact";
-    int64_t batch = 0, dim = 0, full_n = 10000, mc_samples = 1024, repeats = 10, full_repeats = 3;
+    std::string preset, groups, moments = "exact", multiclass_moments;
+    int64_t batch = 0, dim = 0, full_n = 10000, mc_samples = 1024, rb_samples = 0, repeats = 10,
+            full_repeats = 3;
     int threads = 0;
     uint64_t seed = 0;
   };
@@ -106,6 +107,12 @@ Command add_bench(CLI::App& app) {
   sub->add_option("--moments", a->moments, "Binary-task moments: exact or mc")
       ->check(CLI::IsMember({"mc", "exact"}))
       ->capture_default_str();
+  sub->add_option("--multiclass-moments", a->multiclass_moments,
+                  "Multiclass moments: mc or rb (default: the library's)")
+      ->check(CLI::IsMember({"mc", "rb"}));
+  sub->add_option("--rb-samples", a->rb_samples, "Logit samples of the rb estimator (default: the "
+                  "library's)")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--repeats", a->repeats, "Timed aggregation steps (the median is reported)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -146,11 +153,15 @@ Command add_bench(CLI::App& app) {
       full_y = random_labels(groups, a->full_n, gen, heads, full_h);
       y = random_labels(groups, b, gen, heads, h);
     }
-    BayesAgg agg(groups, d,
-                 BayesAggOptions()
-                     .mc_samples(a->mc_samples)
-                     .binary_moments(parse_moment_estimator(a->moments))
-                     .seed(a->seed));
+    BayesAggOptions options = BayesAggOptions()
+                                  .mc_samples(a->mc_samples)
+                                  .binary_moments(parse_moment_estimator(a->moments))
+                                  .seed(a->seed);
+    if (!a->multiclass_moments.empty()) {
+      options.multiclass_moments(parse_moment_estimator(a->multiclass_moments));
+    }
+    if (a->rb_samples > 0) options.rb_samples(a->rb_samples);
+    BayesAgg agg(groups, d, options);
     std::vector<GaussianPosterior> full;
     const double full_ms = median_ms(a->full_repeats, [&] {
       full = agg.full_data_posteriors(agg.statistics(full_h, full_y, heads), heads);
@@ -173,6 +184,8 @@ Command add_bench(CLI::App& app) {
     out["full_n"] = a->full_n;
     out["mc_samples"] = a->mc_samples;
     out["moments"] = a->moments;
+    out["multiclass_moments"] = to_string(options.multiclass_moments());
+    out["rb_samples"] = options.rb_samples();
     out["threads"] = threads;
     out["step_ms"] = step_ms;
     out["full_posterior_ms"] = full_ms;

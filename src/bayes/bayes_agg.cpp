@@ -20,6 +20,13 @@ void BayesAggOptions::validate() const {
   TORCH_CHECK(mc_chunk() >= 0, "mc_chunk must be >= 0 (0 = automatic), got ", mc_chunk());
   TORCH_CHECK(quadrature_points() >= 2 && quadrature_points() <= 200,
               "quadrature_points must be in [2, 200], got ", quadrature_points());
+  TORCH_CHECK(binary_moments() != MomentEstimator::rao_blackwell,
+              "binary_moments must be exact or mc (rb is for multiclass groups)");
+  TORCH_CHECK(multiclass_moments() != MomentEstimator::exact,
+              "multiclass_moments must be mc or rb (there is no exact multiclass estimator)");
+  TORCH_CHECK(rb_samples() >= 2, "rb_samples must be >= 2, got ", rb_samples());
+  TORCH_CHECK(!antithetic() || rb_samples() % 2 == 0,
+              "antithetic sampling needs an even rb_samples, got ", rb_samples());
   TORCH_CHECK(chunk_rows() >= 1, "chunk_rows must be >= 1, got ", chunk_rows());
 }
 
@@ -28,6 +35,8 @@ std::ostream& operator<<(std::ostream& os, const BayesAggOptions& o) {
             << ", gamma_cls=" << o.gamma_classification() << ", s_reg=" << o.s_regression()
             << ", s_cls=" << o.s_classification() << ", mc_samples=" << o.mc_samples()
             << ", binary_moments=" << to_string(o.binary_moments())
+            << ", multiclass_moments=" << to_string(o.multiclass_moments())
+            << ", rb_samples=" << o.rb_samples() << ", antithetic=" << o.antithetic()
             << ", quadrature_points=" << o.quadrature_points() << ", seed=" << o.seed() << ")";
 }
 
@@ -164,8 +173,9 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
     GroupAggregation ga;
     ga.posterior = posterior_update(group, full_data[g], st, phi, options_.cholesky());
     note_jitter(ga.posterior.jitter, "batch");
-    const GradMoments m = gradient_moments(group, ga.posterior, h, labels[g],
-                                           options_.binary_moments(), mopts, generator_);
+    const MomentEstimator est = group.type == GroupType::multiclass ? options_.multiclass_moments()
+                                                                    : options_.binary_moments();
+    const GradMoments m = gradient_moments(group, ga.posterior, h, labels[g], est, mopts, generator_);
     ga.grad_mean = m.mean;
     ga.grad_var = tempered_variance(m.var, options_.s(group));
     means.push_back(ga.grad_mean);

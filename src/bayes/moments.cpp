@@ -1,9 +1,13 @@
 #include "bayesagg/bayes/moments.h"
 
+#include "bayesagg/core/linalg.h"
+
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 namespace bayesagg {
 namespace {
@@ -38,11 +42,17 @@ void check_mc(const MomentOptions& o) {
 MomentEstimator parse_moment_estimator(const std::string& name) {
   if (name == "mc" || name == "monte_carlo") return MomentEstimator::monte_carlo;
   if (name == "exact") return MomentEstimator::exact;
-  TORCH_CHECK(false, "unknown moment estimator '", name, "' (expected mc or exact)");
+  if (name == "rb" || name == "rao_blackwell") return MomentEstimator::rao_blackwell;
+  TORCH_CHECK(false, "unknown moment estimator '", name, "' (expected mc, exact or rb)");
 }
 
 std::string to_string(MomentEstimator e) {
-  return e == MomentEstimator::exact ? "exact" : "mc";
+  switch (e) {
+    case MomentEstimator::exact: return "exact";
+    case MomentEstimator::rao_blackwell: return "rb";
+    case MomentEstimator::monte_carlo: break;
+  }
+  return "mc";
 }
 
 at::Tensor sample_posterior(const GaussianPosterior& posterior, int64_t n, at::Generator& gen,
@@ -165,29 +175,112 @@ GradMoments multiclass_moments_mc(const GaussianPosterior& post, const at::Tenso
   const at::Tensor r0_64 = at::softmax(mlogit64, 1) - onehot64;       // [B, K]
   const at::Tensor mw64 = mphi.narrow(1, 0, d);                       // [K, d]
   const at::Tensor g0 = at::matmul(r0_64, mw64);                      // [B, d]
-  const at::Tensor ht = ht64.to(dt), mlogit = mlogit64.to(dt), onehot = onehot64.to(dt);
-  const at::Tensor mw = mw64.to(dt), g0f = g0.to(dt);
+  const at::Tensor ht = ht64.to(dt), onehot = onehot64.to(dt);
+  const at::Tensor g0f = g0.to(dt);
+  const at::Tensor mphi_dt = mphi.to(dt), onehot_t = onehot.t().unsqueeze(0);  // [1, K, B]
   const at::Tensor chol_t = post.cholesky.transpose(-2, -1).contiguous().to(dt);
   at::Tensor s1 = at::zeros({b, d}, at::kDouble), s2 = at::zeros({b, d}, at::kDouble);
   const int64_t total = options.mc_samples();
-  const int64_t chunk = chunk_size(options, 8 * (3 * b * d + 3 * b * k + 2 * k * q));
+  // Samples are drawn chunk by chunk (bounded memory); each chunk's gradients [n, B, d] are then
+  // formed in sub-chunks small enough to stay in cache, since those passes are memory-bound.
+  const int64_t chunk = chunk_size(options, 4 * (2 * b * k + 3 * k * q));
+  const int64_t sub = std::max<int64_t>(1, (int64_t{256} << 10) / (4 * b * d));
+  const at::Tensor htt = ht.t();
   for (int64_t done = 0; done < total; done += chunk) {
     const int64_t n = std::min(chunk, total - done);
-    // Deviations [K q, n] -> [n, K, q]
-    const at::Tensor dev = sample_deviations(chol_t, n, gen)[0].t().reshape({n, k, q});
-    const at::Tensor logits =
-        mlogit.unsqueeze(0) + at::matmul(ht, dev.reshape({n * k, q}).t()).view({b, n, k}).transpose(0, 1);
-    const at::Tensor r = at::softmax(logits, -1) - onehot;            // [n, B, K]
-    // e = W_s^T r - g0 (one batched GEMM); its size is that of the deviation, so float32
-    // squares and sums of e keep the variance's relative precision.
-    const at::Tensor e = at::matmul(r, dev.narrow(2, 0, d) + mw) - g0f;  // [n, B, d]
-    s1.add_(e.sum(0).to(at::kDouble));
-    s2.add_(e.pow(2).sum(0).to(at::kDouble));
+    // Sampled heads [n, K, q] and logits [n, K, B] -> residuals r [n, K, B].
+    const at::Tensor w = sample_deviations(chol_t, n, gen)[0].t().reshape({n, k, q}).add_(mphi_dt);
+    at::Tensor r = at::matmul(w.reshape({n * k, q}), htt).reshape({n, k, b});
+    r = at::softmax(r, 1).sub_(onehot_t);
+    const at::Tensor ww = w.narrow(2, 0, d);  // [n, K, d]
+    for (int64_t s0 = 0; s0 < n; s0 += sub) {
+      const int64_t m = std::min(sub, n - s0);
+      // e = W_s^T r_s - g0 [m, B, d]; its size is that of the deviation, so float32 squares and
+      // sums of e keep the variance's relative precision.
+      at::Tensor e = at::bmm(r.narrow(0, s0, m).transpose(1, 2), ww.narrow(0, s0, m));
+      e.sub_(g0f);
+      s1.add_(e.sum(0).to(at::kDouble));
+      s2.add_(e.mul_(e).sum(0).to(at::kDouble));
+    }
   }
   const at::Tensor e1 = s1 / total;
   GradMoments out;
   out.mean = (g0 + e1).unsqueeze(1);
   out.var = (s2 / total - e1.pow(2)).unsqueeze(1);
+  return out;
+}
+
+GradMoments multiclass_moments_rb(const GaussianPosterior& post, const at::Tensor& features,
+                                  const at::Tensor& labels, const MomentOptions& options,
+                                  at::Generator& gen) {
+  TORCH_CHECK(options.rb_samples() >= 2, "rb_samples must be >= 2, got ", options.rb_samples());
+  TORCH_CHECK(!options.antithetic() || options.rb_samples() % 2 == 0,
+              "antithetic sampling needs an even rb_samples, got ", options.rb_samples());
+  TORCH_CHECK(options.mc_chunk() >= 0, "mc_chunk must be >= 0, got ", options.mc_chunk());
+  const auto dt = options.mc_dtype();
+  const at::Tensor ht64 = with_bias_column(features.to(at::kDouble));  // [B, q]
+  const int64_t b = ht64.size(0), q = ht64.size(1), d = q - 1;
+  const int64_t p = post.mean.size(1), k = p / q;
+  TORCH_CHECK(k * q == p, "multiclass posterior of size ", p, " does not split into rows of ", q);
+  const at::Tensor onehot64 = at::one_hot(labels.to(at::kLong), k).to(at::kDouble);  // [B, K]
+  const at::Tensor mphi = post.mean.reshape({k, q});                  // [K, q]
+  const at::Tensor mlogit64 = at::matmul(ht64, mphi.t());             // [B, K]
+  const at::Tensor r0_64 = at::softmax(mlogit64, 1) - onehot64;       // [B, K]
+  const at::Tensor g0 = at::matmul(r0_64, mphi);                      // [B, q] (last column unused)
+  // Posterior covariance Sigma[k, a, l, b] (float64, from the precision's factor).
+  const at::Tensor sigma64 = at::cholesky_inverse(post.cholesky[0]).reshape({k, q, k, q});
+  // C[i, l, k, a] = Cov(z_{i l}, phi_{k a}) = (Sigma J_i^T)^T: one GEMM over all examples.
+  const at::Tensor ht = ht64.to(dt);
+  const at::Tensor sig_lkab = sigma64.permute({2, 0, 1, 3}).to(dt).contiguous();  // [K, K, q, q]
+  const at::Tensor c = at::matmul(ht, sig_lkab.view({k * k * q, q}).t()).view({b, k, k * q});
+  // Logit covariances Sigma_z[i, l, k] = sum_a C[i, l, k, a] h~_{i a} and their factors.
+  at::Tensor sz = at::bmm(c.view({b, k * k, q}), ht.unsqueeze(2)).view({b, k, k}).to(at::kDouble);
+  sz = 0.5 * (sz + sz.transpose(1, 2));
+  const at::Tensor lz64 = safe_cholesky(sz, "logit covariance").factor;  // [B, K, K]
+  const at::Tensor lz = lz64.to(dt);
+  const at::Tensor lz_inv = at::linalg_solve_triangular(
+      lz64, at::eye(k, at::kDouble).expand({b, k, k}), /*upper=*/false).to(dt);
+  // D[i, m, k, a] = sum_l (L_z^-1)[m, l] C[i, l, k, a]: given the logits z = m + L_z xi, the head's
+  // conditional mean is mu + D xi (rows (m, k) so that xi (x) r contracts with D in one GEMM).
+  const at::Tensor dmat = at::bmm(lz_inv, c).view({b, k * k, q});  // [B, K K, q]
+  const at::Tensor mlogit = mlogit64.to(dt).unsqueeze(1), onehot = onehot64.to(dt).unsqueeze(1);
+  const at::Tensor mphi_t = mphi.to(dt), g0f = g0.to(dt).unsqueeze(1);
+  at::Tensor s1 = at::zeros({b, q}, at::kDouble), s2 = at::zeros({b, q}, at::kDouble);
+  at::Tensor rr = at::zeros({b, k, k}, dt);
+  const int64_t total = options.rb_samples();
+  const bool anti = options.antithetic();
+  int64_t chunk = chunk_size(MomentOptions(options).mc_samples(total),
+                             4 * b * (k * k + 3 * q + 4 * k));
+  if (anti) chunk = std::max<int64_t>(2, chunk - chunk % 2);
+  for (int64_t done = 0; done < total; done += chunk) {
+    const int64_t n = std::min(chunk, total - done);
+    at::Tensor xi = at::randn({b, anti ? n / 2 : n, k}, gen, at::TensorOptions().dtype(at::kFloat));
+    if (xi.scalar_type() != dt) xi = xi.to(dt);
+    if (anti) xi = at::cat({xi, -xi}, 1);                               // [B, n, K]
+    const at::Tensor z = at::baddbmm(mlogit, xi, lz.transpose(1, 2));   // [B, n, K]
+    const at::Tensor r = at::softmax(z, -1).sub_(onehot);               // [B, n, K]
+    // E[g | z] - g0 = r^T (mu + D xi) - g0  [B, n, q]
+    const at::Tensor outer = (xi.unsqueeze(3) * r.unsqueeze(2)).view({b, n, k * k});
+    at::Tensor e = at::matmul(r, mphi_t).sub_(g0f);
+    e.baddbmm_(outer, dmat);
+    s1.add_(e.sum(1).to(at::kDouble));
+    s2.add_(e.mul_(e).sum(1).to(at::kDouble));
+    rr.baddbmm_(r.transpose(1, 2), r);
+  }
+  const at::Tensor e1 = (s1 / total).narrow(1, 0, d);
+  rr.div_(total);
+  // tr(V_j E[r r^T]) with V_j = Sigma_jj - D_j^T D_j, the weights' covariance given the logits.
+  // The explained part is a small fraction of Sigma_jj (K of the head's K (d + 1) directions), so
+  // float32 arithmetic loses no significant digits in the difference.
+  const at::Tensor sjj = sigma64.diagonal(0, 1, 3).narrow(2, 0, d);  // [K, K, d]
+  const at::Tensor vfull =
+      at::matmul(rr.to(at::kDouble).view({b, k * k}), sjj.reshape({k * k, d}));  // [B, d]
+  const at::Tensor dt_kma = dmat.view({b, k, k, q}).transpose(1, 2).contiguous().view({b, k, k * q});
+  const at::Tensor vexpl =
+      (at::bmm(rr, dt_kma) * dt_kma).view({b, k * k, q}).sum(1).narrow(1, 0, d).to(at::kDouble);
+  GradMoments out;
+  out.mean = (g0.narrow(1, 0, d) + e1).unsqueeze(1);
+  out.var = ((s2 / total).narrow(1, 0, d) - e1.pow(2) + vfull - vexpl).unsqueeze(1);
   return out;
 }
 
@@ -198,10 +291,15 @@ GradMoments gradient_moments(const TaskGroup& group, const GaussianPosterior& po
   switch (group.type) {
     case GroupType::regression: return regression_moments(posterior, features, labels);
     case GroupType::binary:
+      TORCH_CHECK(estimator != MomentEstimator::rao_blackwell,
+                  "the rb estimator applies to multiclass groups only (binary: exact or mc)");
       return estimator == MomentEstimator::exact
                  ? binary_moments_exact(posterior, features, labels, options)
                  : binary_moments_mc(posterior, features, labels, options, generator);
     case GroupType::multiclass:
+      if (estimator == MomentEstimator::rao_blackwell) {
+        return multiclass_moments_rb(posterior, features, labels, options, generator);
+      }
       return multiclass_moments_mc(posterior, features, labels, options, generator);
   }
   TORCH_CHECK(false, "unreachable");

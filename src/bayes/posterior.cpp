@@ -174,9 +174,16 @@ PosteriorStats posterior_stats(const TaskGroup& group, const at::Tensor& feature
   }
   at::Tensor pair_blocks;  // [np, q, q]
   if (symmetric) {
-    pair_blocks = at::zeros({np, q, q}, f64);
-    pair_blocks.index_put_({at::indexing::Slice(), tri[0], tri[1]}, blocks);
-    pair_blocks.index_put_({at::indexing::Slice(), tri[1], tri[0]}, blocks);
+    // Gather each full q x q block from its packed upper triangle (row-major, a <= b).
+    at::Tensor pos = at::empty({q, q}, at::kLong);
+    int64_t* pp = pos.data_ptr<int64_t>();
+    for (int64_t a = 0; a < q; ++a) {
+      for (int64_t c = 0; c < q; ++c) {
+        const int64_t lo = std::min(a, c), hi = std::max(a, c);
+        pp[a * q + c] = lo * q - lo * (lo - 1) / 2 + (hi - lo);
+      }
+    }
+    pair_blocks = blocks.index_select(1, pos.view({-1})).view({np, q, q});
   } else {
     pair_blocks = blocks.reshape({q, np, q}).permute({1, 0, 2});
   }
@@ -184,13 +191,19 @@ PosteriorStats posterior_stats(const TaskGroup& group, const at::Tensor& feature
     stats.curvature = pair_blocks.contiguous();
     stats.rhs = grad;
   } else {
-    at::Tensor full = at::zeros({rows, q, rows, q}, f64);
-    for (int64_t i = 0; i < np; ++i) {
-      const auto [k, l] = pairs[i];
-      full.select(0, k).select(1, l).copy_(pair_blocks[i]);
-      if (k != l) full.select(0, l).select(1, k).copy_(pair_blocks[i]);
+    // Block (k, l) of the precision is pair (min, max)'s block (each is symmetric).
+    at::Tensor pidx = at::empty({rows * rows}, at::kLong);
+    int64_t* pi = pidx.data_ptr<int64_t>();
+    for (int64_t k = 0; k < rows; ++k) {
+      for (int64_t l = 0; l < rows; ++l) {
+        const int64_t lo = std::min(k, l), hi = std::max(k, l);
+        pi[k * rows + l] = lo * rows - lo * (lo - 1) / 2 + (hi - lo);
+      }
     }
-    stats.curvature = full.reshape({1, rows * q, rows * q});
+    stats.curvature = pair_blocks.index_select(0, pidx)
+                          .view({rows, rows, q, q})
+                          .permute({0, 2, 1, 3})
+                          .reshape({1, rows * q, rows * q});
     stats.rhs = grad.reshape({1, rows * q});
   }
   return stats;

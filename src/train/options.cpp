@@ -305,6 +305,11 @@ const std::vector<SettingInfo>& train_settings() {
       {"binary-moments", "exact|mc",
        "BayesAgg-MTL: binary groups' gradient moments, exact (Stein + Gauss-Hermite) or mc "
        "(default: exact)"},
+      {"multiclass-moments", "rb|mc",
+       "BayesAgg-MTL: multiclass groups' gradient moments, rb (Rao-Blackwellised: samples only "
+       "the logits) or mc (samples the whole head, --mc-samples) (default: rb)"},
+      {"rb-samples", "N",
+       "BayesAgg-MTL: logit samples per step of the rb multiclass estimator (default: 32)"},
       {"quadrature-points", "N",
        "BayesAgg-MTL: Gauss-Hermite points of the exact binary moments (default: 48)"},
       {"head-gradient", "sum|weighted",
@@ -410,6 +415,11 @@ void apply_setting(TrainOptions& o, const std::string& key, const std::string& v
   } else if (key == "binary-moments") {
     TORCH_CHECK(v == "exact" || v == "mc", "--binary-moments must be exact or mc, got '", v, "'");
     b.binary_moments(parse_moment_estimator(v));
+  } else if (key == "multiclass-moments") {
+    TORCH_CHECK(v == "rb" || v == "mc", "--multiclass-moments must be rb or mc, got '", v, "'");
+    b.multiclass_moments(parse_moment_estimator(v));
+  } else if (key == "rb-samples") {
+    b.rb_samples(parse_int(key, v));
   } else if (key == "quadrature-points") {
     b.quadrature_points(parse_int(key, v));
   } else if (key == "head-gradient") {
@@ -498,6 +508,8 @@ std::string setting_value(const TrainOptions& o, const std::string& key) {
   if (key == "s-cls") return num(b.s_classification());
   if (key == "mc-samples") return std::to_string(b.mc_samples());
   if (key == "binary-moments") return to_string(b.binary_moments());
+  if (key == "multiclass-moments") return to_string(b.multiclass_moments());
+  if (key == "rb-samples") return std::to_string(b.rb_samples());
   if (key == "quadrature-points") return std::to_string(b.quadrature_points());
   const auto& g = o.gradient();
   const auto& w = o.weighting();

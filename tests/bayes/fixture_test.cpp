@@ -82,6 +82,7 @@ TEST(Fixtures, ClassificationMonteCarloWithinTolerance) {
     const auto opts = options_for(c.problem)
                           .mc_samples(200000)
                           .binary_moments(MomentEstimator::monte_carlo)
+                          .multiclass_moments(MomentEstimator::monte_carlo)
                           .seed(1);
     check(c, solve_problem(c.problem, opts), 2e-2, 1e-10);
   }
@@ -102,6 +103,33 @@ TEST(Fixtures, BinaryExactMomentsWithinTheFixturesOwnSamplingError) {
       EXPECT_LE(rel_err(from_json(got["groups"][0][key]), from_json(c.expected["groups"][0][key])),
                 5 * std_[key].get<double>())
           << f << " " << key;
+    }
+  }
+}
+
+TEST(Fixtures, MulticlassRaoBlackwellWithinTolerance) {
+  // The rb estimator with 2^15 antithetic logit samples per step. Its sampling error is well below
+  // the fixtures' own (mc_rel_std, ~3e-4 .. 7e-4 for the multiclass groups), so the bound is
+  // 5 x mc_rel_std plus 2e-3 for our own Monte-Carlo error (measured: see bench/moments_profile).
+  for (const auto& f : bayesagg::testing::fixture_files()) {
+    const Case c = load(f);
+    bool multiclass = false;
+    for (const auto& g : c.problem.groups) multiclass |= g.type == GroupType::multiclass;
+    if (!multiclass) continue;
+    const auto opts = options_for(c.problem)
+                          .multiclass_moments(MomentEstimator::rao_blackwell)
+                          .rb_samples(1 << 15)
+                          .seed(2);
+    const auto got = nlohmann::json::parse(solution_json(c.problem, solve_problem(c.problem, opts)));
+    for (size_t g = 0; g < c.problem.groups.size(); ++g) {
+      if (c.problem.groups[g].type != GroupType::multiclass) continue;
+      const auto& eg = c.expected["groups"][g];
+      for (const char* key : {"grad_mean", "grad_var"}) {
+        const double err = rel_err(from_json(got["groups"][g][key]), from_json(eg[key]));
+        EXPECT_LE(err, 5 * eg["mc_rel_std"][key].get<double>() + 2e-3) << f << " group " << g << " " << key;
+        std::printf("[ rb fixture ] %s group %zu %s rel err %.2e (mc_rel_std %.1e)\n", f.c_str(), g,
+                    key, err, eg["mc_rel_std"][key].get<double>());
+      }
     }
   }
 }

@@ -23,8 +23,9 @@ struct GradMoments {
 enum class MomentEstimator {
   monte_carlo,  ///< sampling the head, the reference's semantics (binary and multiclass)
   exact,        ///< binary: Stein's lemma + Gauss-Hermite, no sampling noise; multiclass: MC
+  rao_blackwell,  ///< multiclass: sample the K logits per example, the weights analytically
 };
-/// `mc` / `exact`.
+/// `mc` / `exact` / `rb`.
 MomentEstimator parse_moment_estimator(const std::string& name);
 std::string to_string(MomentEstimator estimator);
 
@@ -42,6 +43,11 @@ struct MomentOptions {
   /// the posterior-mean gradient so that E[g^2] - E[g]^2 does not cancel. kDouble reproduces
   /// the reference's arithmetic.
   TORCH_ARG(at::ScalarType, mc_dtype) = at::kFloat;
+  /// Samples of the logits per step of the Rao-Blackwellised multiclass estimator.
+  TORCH_ARG(int64_t, rb_samples) = 32;
+  /// Antithetic pairs (xi, -xi) in the Rao-Blackwellised estimator: cancels the part of the
+  /// sampling error that is linear in the logits' deviation.
+  TORCH_ARG(bool, antithetic) = true;
 };
 
 /// Regression, closed form: with r = m^T h - y, c = S h, q = h^T S h,
@@ -65,6 +71,18 @@ GradMoments binary_moments_exact(const GaussianPosterior& posterior, const at::T
 /// Multiclass by Monte Carlo: g = W^T (softmax(W h + b) - e_c) with [W, b] sampled jointly;
 /// one task per group ([B, 1, d]), streamed over sample chunks.
 GradMoments multiclass_moments_mc(const GaussianPosterior& posterior, const at::Tensor& features,
+                                  const at::Tensor& labels, const MomentOptions& options,
+                                  at::Generator& generator);
+
+/// Multiclass, Rao-Blackwellised (spec section 4, "ours"). Per example the logits z = W~ h~ are
+/// Gaussian N(m, Sigma_z) with Sigma_z = J Sigma J^T; given z, the weight column w_{:,j} is Gaussian
+/// with mean mu_{:,j} + D_j xi (z = m + L_z xi, D = Sigma J^T L_z^-T) and covariance
+/// V_j = Sigma_{jj} - D_j D_j^T. With r = softmax(z) - e_c:
+///   E[g_j] = E_z[r^T (mu_j + D_j xi)],  E[g_j^2] = E_z[(r^T (mu_j + D_j xi))^2] + tr(V_j E_z[r r^T]),
+/// so only the K-dimensional xi is sampled (`rb_samples` per example, antithetic pairs by default);
+/// the weights' remaining uncertainty enters in closed form. Unbiased for the mean and E[g^2];
+/// one task per group ([B, 1, d]).
+GradMoments multiclass_moments_rb(const GaussianPosterior& posterior, const at::Tensor& features,
                                   const at::Tensor& labels, const MomentOptions& options,
                                   at::Generator& generator);
 
