@@ -12,17 +12,20 @@
 namespace bayesagg {
 namespace {
 
+ModelBatch model_batch(const MultiTaskBatch& b) {
+  ModelBatch out;
+  out.inputs = b.inputs;
+  out.labels = b.labels;
+  return out;
+}
+
 class TensorSource : public BatchSource {
  public:
   explicit TensorSource(MultiTaskSplit split) : split_(std::move(split)) {}
   int64_t size() const override { return split_.size(); }
   const Labels& labels() const override { return split_.labels; }
   ModelBatch batch(const at::Tensor& indices, bool, uint64_t) const override {
-    const MultiTaskBatch b = split_.batch(indices.to(split_.inputs.device()));
-    ModelBatch out;
-    out.inputs = b.inputs;
-    out.labels = b.labels;
-    return out;
+    return model_batch(split_.batch(indices.to(split_.inputs.device())));
   }
 
  private:
@@ -37,11 +40,7 @@ class ImageSource : public BatchSource {
   ModelBatch batch(const at::Tensor& indices, bool train, uint64_t seed) const override {
     at::Generator gen;
     if (train) gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-    const MultiTaskBatch b = split_.batch(indices, train, gen);
-    ModelBatch out;
-    out.inputs = b.inputs;
-    out.labels = b.labels;
-    return out;
+    return model_batch(split_.batch(indices, train, gen));
   }
 
  private:

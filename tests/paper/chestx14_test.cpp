@@ -34,21 +34,7 @@ struct Fixture {
     split = tmp.path / "split";
     const fs::path images = layout == "flat" ? data : layout == "kaggle" ? data / "images_001" / "images"
                                                                          : data / "images";
-    fs::create_directories(images);
-    fs::create_directories(split);
-    for (int i = 0; i < 8; ++i) {
-      const std::string path = (images / chestx_image_name(i)).string();
-      if (i == 5) {
-        write_png(path, chestx_grey_of(i).expand({3, 8, 8}).contiguous());
-      } else if (i == 7) {
-        write_png(path, chestx_grey_of(i).to(at::kInt) * 257);
-      } else {
-        write_png(path, chestx_grey_of(i));
-      }
-    }
-    write_csv("train.csv", {0, 1, 2, 3});
-    write_csv("validation.csv", {4, 5});
-    write_csv("test.csv", {6, 7});
+    write_chestx(images, split);
   }
   void write_csv(const std::string& name, const std::vector<int>& items, bool crlf = false) const {
     std::string text = std::string(chestx_header()) + (crlf ? "\r\n" : "\n");

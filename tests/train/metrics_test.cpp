@@ -7,6 +7,8 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include "meta_benchmark.h"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -99,15 +101,9 @@ TEST(DeltaM, ReadsBaselineFilesFlatOrWithTestBlock) {
   std::filesystem::remove_all(dir);
 }
 
-/// A two-group benchmark with hand-made outputs, to check the metric plans.
 Benchmark tiny(const std::string& name, std::vector<TaskGroup> groups,
                std::vector<std::string> tasks) {
-  Benchmark b;
-  b.name = name;
-  b.groups = std::move(groups);
-  b.task_names = std::move(tasks);
-  b.target_scaling.resize(b.groups.size());
-  return b;
+  return bayesagg::testing::meta_benchmark(name, std::move(groups), std::move(tasks));
 }
 
 TEST(Metrics, FashionBinaryPlanHasAccuracyAucAndArgmax) {

@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "meta_benchmark.h"
+
 #include <cmath>
 
 using namespace bayesagg;
@@ -13,12 +15,7 @@ namespace {
 
 Benchmark meta(const std::string& name, std::vector<TaskGroup> groups,
                std::vector<std::string> tasks) {
-  Benchmark b;
-  b.name = name;
-  b.groups = std::move(groups);
-  b.task_names = std::move(tasks);
-  b.target_scaling.resize(b.groups.size());
-  return b;
+  return bayesagg::testing::meta_benchmark(name, std::move(groups), std::move(tasks));
 }
 
 at::Tensor fvec(std::vector<float> v, int64_t cols) {
