@@ -169,6 +169,9 @@ void TrainOptions::validate() const {
   TORCH_CHECK(d == "cpu" || d.rfind("cuda", 0) == 0, "--device must be cpu or cuda[:N], got '",
               d, "'");
   bayesagg().validate();
+  TORCH_CHECK(resolved_eval_regression() == "head" || method() == "bayesagg",
+              "--eval-regression posterior needs --method bayesagg (the full-data posterior), got '",
+              method(), "'");
   const auto& g = gradient();
   TORCH_CHECK(g.graddrop().leak() >= 0 && g.graddrop().leak() <= 1,
               "--graddrop-leak must be in [0, 1], got ", g.graddrop().leak());
@@ -188,6 +191,11 @@ void TrainOptions::validate() const {
   TORCH_CHECK(w.famo().lr() > 0, "--famo-lr must be > 0, got ", w.famo().lr());
   TORCH_CHECK(w.famo().weight_decay() >= 0, "--famo-weight-decay must be >= 0, got ",
               w.famo().weight_decay());
+}
+
+std::string TrainOptions::resolved_eval_regression() const {
+  if (eval_regression() != "auto") return eval_regression();
+  return benchmark() == "utkface" && method() == "bayesagg" ? "posterior" : "head";
 }
 
 bool is_default_protocol(const TrainOptions& o) {
@@ -287,6 +295,10 @@ const std::vector<SettingInfo>& train_settings() {
        "epochs) or plateau (x0.7 after 5 epochs without a better validation score, min 1e-5)"},
       {"head-clip", "X", "Clip the heads' gradient norm to X, 0 = off (default: 10)"},
       {"trunk-clip", "X", "Clip the trunk's gradient norm to X, 0 = off (default: 0)"},
+      {"eval-regression", "auto|head|posterior",
+       "Predict regression tasks in evaluation with the trained head, or (BayesAgg-MTL) with the "
+       "full-data posterior mean of the current epoch, as the authors evaluate UTKFace's age "
+       "(default: auto = posterior for utkface with bayesagg, else head)"},
       {"trunk-clip-after-warmup", "BOOL",
        "Clip the trunk (--trunk-clip) only from epoch ls-epochs + 1 on, after the warm-up "
        "(the authors' UTKFace protocol) (default: false)"},
@@ -395,6 +407,10 @@ void apply_setting(TrainOptions& o, const std::string& key, const std::string& v
     o.head_clip(parse_double(key, v));
   } else if (key == "trunk-clip") {
     o.trunk_clip(parse_double(key, v));
+  } else if (key == "eval-regression") {
+    TORCH_CHECK(v == "auto" || v == "head" || v == "posterior",
+                "--eval-regression must be auto, head or posterior, got '", v, "'");
+    o.eval_regression(v);
   } else if (key == "trunk-clip-after-warmup") {
     o.trunk_clip_after_warmup(parse_bool(key, v));
   } else if (key == "ls-epochs") {
@@ -497,6 +513,7 @@ std::string setting_value(const TrainOptions& o, const std::string& key) {
   if (key == "lr-schedule") return o.resolved_lr_schedule();
   if (key == "head-clip") return num(o.head_clip());
   if (key == "trunk-clip") return num(o.trunk_clip());
+  if (key == "eval-regression") return o.eval_regression();
   if (key == "trunk-clip-after-warmup") return o.trunk_clip_after_warmup() ? "true" : "false";
   if (key == "ls-epochs") return std::to_string(o.ls_epochs());
   if (key == "gamma") {

@@ -93,10 +93,13 @@ void clip_grads(const std::vector<at::Tensor>& params, const at::Tensor& total_n
   }
 }
 
-/// Outputs of every head over a whole split, in evaluation mode and without autograd.
+/// Outputs of every head over a whole split, in evaluation mode and without autograd. A group
+/// with a defined `posterior_means[g]` ([outputs, d], a regression posterior mean without bias)
+/// is predicted as h · meanᵀ instead of by its head.
 std::vector<at::Tensor> predict(MultiTaskModel& model,
                                 const std::shared_ptr<const BatchSource>& split,
-                                int64_t batch_size, int64_t prefetch, const c10::Device& device) {
+                                int64_t batch_size, int64_t prefetch, const c10::Device& device,
+                                const std::vector<at::Tensor>& posterior_means) {
   at::NoGradGuard no_grad;
   model.train(false);
   const size_t groups = model.groups().size();
@@ -110,7 +113,12 @@ std::vector<at::Tensor> predict(MultiTaskModel& model,
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
     const at::Tensor h = model_representation(model, loader.next());
     auto outs = model.head_outputs(h);
-    for (size_t g = 0; g < groups; ++g) parts[g].push_back(outs[g]);
+    for (size_t g = 0; g < groups; ++g) {
+      if (g < posterior_means.size() && posterior_means[g].defined()) {
+        outs[g] = at::matmul(h, posterior_means[g].t());
+      }
+      parts[g].push_back(outs[g]);
+    }
   }
   model.train(true);
   std::vector<at::Tensor> out;
@@ -328,6 +336,8 @@ TrainSummary Trainer::run() {
       make_method(o.method(), bench.groups, model.representation_dim(), mc);
   method->reserve(data.train->size());
   const bool wants_losses_after = method->needs().count(Need::losses_after_step) > 0;
+  const bool posterior_eval =
+      o.resolved_eval_regression() == "posterior" && dynamic_cast<BayesAggMethod*>(method.get());
   at::Generator shuffle = at::make_generator<at::CPUGeneratorImpl>(derive_seed(o.seed(), 2));
 
   const std::string config = options_to_json(o);
@@ -598,6 +608,18 @@ TrainSummary Trainer::run() {
       history.steps.push_back(std::move(rec));
       progress.update(s + 1, "loss " + fixed(running, 4));
     }
+    // Regression tasks predicted by this epoch's full-data posterior mean (--eval-regression
+    // posterior), taken before the epoch's end lets the method drop it.
+    std::vector<at::Tensor> posterior_means(bench.groups.size());
+    if (posterior_eval) {
+      const auto& full =
+          static_cast<const BayesAggMethod&>(*method).aggregator().current_full_data_posteriors();
+      for (size_t g = 0; g < full.size() && g < bench.groups.size(); ++g) {
+        if (bench.groups[g].type == GroupType::regression && full[g].defined()) {
+          posterior_means[g] = full[g].mean.to(device, at::kFloat);
+        }
+      }
+    }
     method->on_epoch_end(e);
     progress.finish();
     const double train_seconds = seconds_since(epoch_start);
@@ -610,10 +632,10 @@ TrainSummary Trainer::run() {
     er.train_seconds = train_seconds;
     for (double v : loss_sum) er.train_loss.push_back(v / static_cast<double>(n_seen));
     er.val = compute_metrics(
-        bench, predict(model, data.val, o.eval_batch_size(), o.prefetch(), device),
+        bench, predict(model, data.val, o.eval_batch_size(), o.prefetch(), device, posterior_means),
         data.val->labels());
     er.test = compute_metrics(
-        bench, predict(model, data.test, o.eval_batch_size(), o.prefetch(), device),
+        bench, predict(model, data.test, o.eval_batch_size(), o.prefetch(), device, posterior_means),
         data.test->labels());
     er.score = single ? single_task_score(bench, er.val, o.stl_task())
                       : selection_score(bench, er.val);

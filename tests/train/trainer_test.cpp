@@ -167,6 +167,31 @@ TEST(Trainer, TrunkClipAfterWarmupLeavesTheWarmupUnclipped) {
   for (const auto& d : {none, after, always}) fs::remove_all(d);
 }
 
+TEST(Trainer, EvaluatesRegressionWithTheFullDataPosteriorMeanWhenAsked) {
+  // Epoch 1 is the LS warm-up (no full-data posterior yet: both evaluate the head); in epoch 2
+  // the posterior evaluation predicts with h · m_fullᵀ and so reports other numbers, while
+  // training is the same (same losses).
+  const std::string head = temp_dir("eval_head"), post = temp_dir("eval_post");
+  Trainer(tiny(head).epochs(2).eval_regression("head"), tiny_benchmark()).run();
+  Trainer(tiny(post).epochs(2).eval_regression("posterior"), tiny_benchmark()).run();
+  const auto rows = [](const std::string& dir, const std::string& prefix) {
+    std::istringstream csv(read_file(dir + "/metrics.csv"));
+    std::vector<std::string> out;
+    for (std::string line; std::getline(csv, line);) {
+      if (line.rfind(prefix, 0) == 0) out.push_back(line);
+    }
+    return out;
+  };
+  EXPECT_EQ(rows(head, "1,test,"), rows(post, "1,test,"));
+  EXPECT_EQ(rows(head, "2,train,"), rows(post, "2,train,"));
+  ASSERT_EQ(rows(post, "2,test,").size(), 10u);
+  EXPECT_NE(rows(head, "2,test,"), rows(post, "2,test,"));
+  EXPECT_THROW(tiny(head).method("ls").eval_regression("posterior").validate(), c10::Error);
+  EXPECT_EQ(TrainOptions().benchmark("utkface").resolved_eval_regression(), "posterior");
+  EXPECT_EQ(TrainOptions().benchmark("utkface").method("ls").resolved_eval_regression(), "head");
+  for (const auto& d : {head, post}) fs::remove_all(d);
+}
+
 TEST(Trainer, RefusesToOverwriteAnUnfinishedRun) {
   const std::string dir = temp_dir("unfinished");
   Trainer(tiny(dir).stop_after_epoch(1), tiny_benchmark()).run();

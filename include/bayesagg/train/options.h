@@ -77,6 +77,12 @@ struct TrainOptions {
   /// Clip the trunk only after the linear-scalarisation warm-up (epochs >= `ls_epochs`), as the
   /// authors do on UTKFace.
   TORCH_ARG(bool, trunk_clip_after_warmup) = false;
+  /// How regression tasks are predicted in evaluation: `head` (the trained linear head),
+  /// `posterior` (BayesAgg-MTL only: the representation times the current full-data posterior
+  /// mean of the regression group, no bias, as the authors' UTKFace evaluation; the head until
+  /// the first full-data posterior exists), or `auto` (`posterior` for utkface with bayesagg,
+  /// else `head`).
+  TORCH_ARG(std::string, eval_regression) = "auto";
   /// Linear-scalarisation warm-up epochs of BayesAgg-MTL.
   TORCH_ARG(int64_t, ls_epochs) = 1;
   /// BayesAgg-MTL's hyper-parameters (its `seed` is derived from `seed`).
@@ -113,6 +119,8 @@ struct TrainOptions {
   /// `trunk`, or the benchmark's network when `auto` (embedded benchmarks: `auto`, which the
   /// model resolves from the input shape).
   std::string resolved_trunk() const;
+  /// `eval_regression`, resolved: `head` or `posterior`.
+  std::string resolved_eval_regression() const;
   /// `lr_schedule`, or the benchmark's when `auto`.
   std::string resolved_lr_schedule() const;
   /// `representation_dim`, or the benchmark's width when 0.
