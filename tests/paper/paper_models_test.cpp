@@ -287,7 +287,7 @@ TEST(PaperModels, PretrainedResNetFromAPickledStateDictOrALibTorchArchive) {
     return dir.file(name);
   };
   c10::Dict<std::string, at::Tensor> missing = dict.copy();
-  missing.erase("layer3.1.bn2.running_var");
+  ASSERT_EQ(missing.erase("layer3.1.bn2.running_var"), 1u);
   const std::string missing_path = save_dict(missing, "missing.pt");
   std::string err = error_of([&] {
     MultiTaskModel({3, 32, 32}, groups, ModelOptions().trunk("resnet18").pretrained(missing_path));
