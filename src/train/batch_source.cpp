@@ -122,59 +122,54 @@ uint64_t augment_seed(uint64_t seed, int64_t epoch, int64_t batch) {
   return mix(z + 0x9E3779B97F4A7C15ULL * (static_cast<uint64_t>(batch) + 1));
 }
 
-TrainData make_train_data(const Benchmark& b, const c10::Device& device) {
+namespace {
+
+/// What every kind of benchmark gives the trainer alike: its metadata and description.
+template <class B>
+TrainData train_data_of(const B& b) {
   TrainData d;
   d.meta.name = b.name;
   d.meta.groups = b.groups;
   d.meta.task_names = b.task_names;
   d.meta.target_scaling = b.target_scaling;
-  d.meta.task_scales = b.task_scales;
-  d.meta.noise_levels = b.noise_levels;
   d.meta.seed = b.seed;
-  d.input_shape = b.input_shape();
-  d.train = make_batch_source(split_to(b.train, device));
-  d.val = make_batch_source(split_to(b.val, device));
-  d.test = make_batch_source(split_to(b.test, device));
   std::ostringstream os;
   os << b;
   d.description = os.str();
   return d;
 }
 
+}  // namespace
+
+TrainData make_train_data(const Benchmark& b, const c10::Device& device) {
+  TrainData d = train_data_of(b);
+  d.meta.task_scales = b.task_scales;
+  d.meta.noise_levels = b.noise_levels;
+  d.input_shape = b.input_shape();
+  d.train = make_batch_source(split_to(b.train, device));
+  d.val = make_batch_source(split_to(b.val, device));
+  d.test = make_batch_source(split_to(b.test, device));
+  return d;
+}
+
 TrainData make_train_data(const ImageBenchmark& b) {
-  TrainData d;
-  d.meta.name = b.name;
-  d.meta.groups = b.groups;
-  d.meta.task_names = b.task_names;
-  d.meta.target_scaling = b.target_scaling;
-  d.meta.seed = b.seed;
+  TrainData d = train_data_of(b);
   d.input_shape = b.input_shape();
   d.train = make_batch_source(b.train);
   d.val = make_batch_source(b.val);
   d.test = make_batch_source(b.test);
   d.notes = b.notes;
-  std::ostringstream os;
-  os << b;
-  d.description = os.str();
   return d;
 }
 
 TrainData make_train_data(const QM9Benchmark& b) {
-  TrainData d;
-  d.meta.name = b.name;
-  d.meta.groups = b.groups;
-  d.meta.task_names = b.task_names;
-  d.meta.target_scaling = b.target_scaling;
-  d.meta.seed = b.seed;
+  TrainData d = train_data_of(b);
   d.input_shape = {kQM9NodeFeatures, kQM9EdgeFeatures};
   d.graphs = true;
   d.train = make_batch_source(b.train);
   d.val = make_batch_source(b.val);
   d.test = make_batch_source(b.test);
   d.notes = b.notes;
-  std::ostringstream os;
-  os << b;
-  d.description = os.str();
   return d;
 }
 
