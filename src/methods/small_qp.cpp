@@ -45,11 +45,9 @@ bool dense_solve(DenseMatrix A, std::vector<double>& b) {
 
 namespace {
 
-/// KKT violation of x for the QP (relative to `scale`); `active` marks the bounds treated as
-/// active.
-double kkt_violation(const DenseMatrix& Q, const std::vector<double>& c,
-                     const std::vector<double>& lower, bool sum_to_one,
-                     const std::vector<double>& x, const std::vector<bool>& active, double scale) {
+/// The QP objective's gradient Q x + c.
+std::vector<double> qp_gradient(const DenseMatrix& Q, const std::vector<double>& c,
+                                const std::vector<double>& x) {
   const int64_t n = Q.n;
   std::vector<double> g(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
@@ -57,6 +55,16 @@ double kkt_violation(const DenseMatrix& Q, const std::vector<double>& c,
     for (int64_t j = 0; j < n; ++j) s += Q(i, j) * x[static_cast<size_t>(j)];
     g[static_cast<size_t>(i)] = s;
   }
+  return g;
+}
+
+/// KKT violation of x for the QP (relative to `scale`); `active` marks the bounds treated as
+/// active.
+double kkt_violation(const DenseMatrix& Q, const std::vector<double>& c,
+                     const std::vector<double>& lower, bool sum_to_one,
+                     const std::vector<double>& x, const std::vector<bool>& active, double scale) {
+  const int64_t n = Q.n;
+  const std::vector<double> g = qp_gradient(Q, c, x);
   double nu = 0.0;
   if (sum_to_one) {
     int64_t nf = 0;
@@ -215,12 +223,7 @@ SolveReport active_set_qp(const DenseMatrix& Q, const std::vector<double>& c,
     }
     if (!at_face_optimum) continue;
     // Multipliers of the active bounds; release the most negative one, or stop.
-    std::vector<double> g(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-      double s = c[static_cast<size_t>(i)];
-      for (int64_t j = 0; j < n; ++j) s += Q(i, j) * x[static_cast<size_t>(j)];
-      g[static_cast<size_t>(i)] = s;
-    }
+    const std::vector<double> g = qp_gradient(Q, c, x);
     double nu = 0.0;
     if (sum_to_one && m > 0) {
       for (int64_t i : free) nu += g[static_cast<size_t>(i)];

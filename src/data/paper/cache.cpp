@@ -280,18 +280,22 @@ void CacheWriter::put(const void* data, size_t n) {
   }
 }
 
+void CacheWriter::skip_full_tensors() {
+  while (current_ < specs_.size() && written_ == nbytes_[current_]) {
+    ++current_;
+    written_ = 0;
+    if (current_ < specs_.size()) {
+      const std::vector<unsigned char> zeros(offsets_[current_] - position_, 0);
+      put(zeros.data(), zeros.size());
+    }
+  }
+}
+
 void CacheWriter::write(const void* data, size_t n) {
   TORCH_CHECK(!committed_, "cache '", path_, "': write after commit");
   const auto* p = static_cast<const unsigned char*>(data);
   while (n > 0) {
-    while (current_ < specs_.size() && written_ == nbytes_[current_]) {
-      ++current_;
-      written_ = 0;
-      if (current_ < specs_.size()) {
-        const std::vector<unsigned char> zeros(offsets_[current_] - position_, 0);
-        put(zeros.data(), zeros.size());
-      }
-    }
+    skip_full_tensors();
     TORCH_CHECK(current_ < specs_.size(), "cache '", path_, "': more data written than its ",
                 specs_.size(), " tensors hold");
     const size_t m = static_cast<size_t>(std::min<uint64_t>(n, nbytes_[current_] - written_));
@@ -321,14 +325,7 @@ void CacheWriter::write(const at::Tensor& t) {
 
 void CacheWriter::commit() {
   TORCH_CHECK(!committed_, "cache '", path_, "': committed twice");
-  while (current_ < specs_.size() && written_ == nbytes_[current_]) {
-    ++current_;
-    written_ = 0;
-    if (current_ < specs_.size()) {
-      const std::vector<unsigned char> zeros(offsets_[current_] - position_, 0);
-      put(zeros.data(), zeros.size());
-    }
-  }
+  skip_full_tensors();
   TORCH_CHECK(current_ >= specs_.size(), "cache '", path_, "': tensor '",
               current_ < specs_.size() ? specs_[current_].name : "", "' is incomplete (",
               written_, " of ", current_ < specs_.size() ? nbytes_[current_] : 0,

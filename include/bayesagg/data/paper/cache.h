@@ -85,6 +85,8 @@ class CacheWriter {
 
  private:
   void put(const void* data, size_t n);  // raw bytes through the checksum
+  /// Moves past every tensor that is fully written, padding up to the next one's offset.
+  void skip_full_tensors();
   void flush_chunk(bool final);
   void raw_write(const void* data, size_t n);
 
