@@ -4,11 +4,10 @@
 #include "setting_flags.h"
 
 #include "bayesagg/core/files.h"
-#include "bayesagg/data/embedded.h"
-#include "bayesagg/data/paper/paper.h"
 #include "bayesagg/methods/method.h"
 #include "bayesagg/train/compare.h"
 #include "bayesagg/train/options.h"
+#include "bayesagg/train/trainer.h"
 
 #include <c10/util/Exception.h>
 
@@ -127,15 +126,9 @@ Command add_compare(CLI::App& app) {
     // Embedded benchmarks are built once for every run; paper ones are read by each run (from
     // their caches after the first), and their metric keys come from the finished runs.
     const std::string name = base.benchmark();
-    std::optional<Benchmark> bench;
+    const std::optional<Benchmark> bench = make_embedded_benchmark(base);
     std::vector<std::string> keys;
-    if (!is_paper_benchmark(name)) {
-      bench = make_benchmark(name, EmbeddedOptions()
-                                       .data_dir(base.data_dir())
-                                       .seed(base.data_seed())
-                                       .train_subset(base.train_subset()));
-      keys = metric_keys(*bench);
-    }
+    if (bench) keys = metric_keys(*bench);
     MetricMap baseline;
     std::string baseline_source;
     if (!base.stl_baseline().empty()) {
@@ -201,11 +194,7 @@ Command add_compare(CLI::App& app) {
             }
             if (status == RunStatus::reused) std::cout << "finished earlier; reused\n";
             run.test = s.test;
-            double sum = 0.0;
-            for (double t : s.epoch_train_seconds) sum += t;
-            run.epoch_seconds = s.epoch_train_seconds.empty()
-                                    ? 0.0
-                                    : sum / static_cast<double>(s.epoch_train_seconds.size());
+            run.epoch_seconds = mean_epoch_train_seconds(s);
           }
         } catch (const std::exception& e) {
           const c10::Error* ce = dynamic_cast<const c10::Error*>(&e);

@@ -4,8 +4,6 @@
 #include "setting_flags.h"
 
 #include "bayesagg/core/files.h"
-#include "bayesagg/data/embedded.h"
-#include "bayesagg/data/paper/paper.h"
 #include "bayesagg/train/compare.h"
 #include "bayesagg/train/options.h"
 #include "bayesagg/train/trainer.h"
@@ -113,13 +111,7 @@ Command add_train(CLI::App& app) {
                                               : o.out();
       // Embedded benchmarks are built once and handed to every task's run; paper ones are read
       // by each run (from their caches after the first).
-      std::optional<Benchmark> bench;
-      if (!is_paper_benchmark(o.benchmark())) {
-        bench = make_benchmark(o.benchmark(), EmbeddedOptions()
-                                                  .data_dir(o.data_dir())
-                                                  .seed(o.data_seed())
-                                                  .train_subset(o.train_subset()));
-      }
+      const std::optional<Benchmark> bench = make_embedded_benchmark(o);
       const SingleTaskResult r =
           train_single_tasks(o.out(out), bench ? &*bench : nullptr, &std::cout);
       std::cout << "\nsingle-task baselines (test) written to " << r.baseline_file << "; use "

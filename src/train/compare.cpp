@@ -100,6 +100,10 @@ TrainSummary train_or_reuse(TrainOptions o, const Benchmark* benchmark, std::ost
   return s;
 }
 
+double mean_epoch_train_seconds(const TrainSummary& s) {
+  return s.epoch_train_seconds.empty() ? 0.0 : mean_of(s.epoch_train_seconds);
+}
+
 SingleTaskResult train_single_tasks(TrainOptions o, const Benchmark* benchmark,
                                     std::ostream* log) {
   o.method("ls");
@@ -127,7 +131,7 @@ SingleTaskResult train_single_tasks(TrainOptions o, const Benchmark* benchmark,
     TORCH_CHECK(!s.test.empty(), "the single-task run in '", one.out(), "' has no test metrics");
     for (const auto& [key, value] : s.test) result.test[key] = test[key] = value;
     for (const auto& [key, value] : s.val) result.val[key] = val[key] = value;
-    result.epoch_seconds += mean_of(s.epoch_train_seconds);
+    result.epoch_seconds += mean_epoch_train_seconds(s);
   }
   nlohmann::ordered_json j;
   j["_note"] = "single-task baselines: each task trained alone (method ls on its loss only), "

@@ -143,6 +143,14 @@ uint64_t derive_seed(uint64_t seed, uint64_t stream) {
   return z ^ (z >> 31);
 }
 
+std::optional<Benchmark> make_embedded_benchmark(const TrainOptions& o) {
+  if (is_paper_benchmark(o.benchmark())) return std::nullopt;
+  return make_benchmark(o.benchmark(), EmbeddedOptions()
+                                           .data_dir(o.data_dir())
+                                           .seed(o.data_seed())
+                                           .train_subset(o.train_subset()));
+}
+
 c10::Device parse_device(const std::string& name) {
   std::optional<c10::Device> d;
   try {
@@ -250,13 +258,18 @@ TrainSummary Trainer::run() {
   } else if (is_paper_benchmark(o.benchmark())) {
     data = load_paper_benchmark(o, device);
   } else {
-    data = make_train_data(make_benchmark(o.benchmark(), EmbeddedOptions()
-                                                             .data_dir(o.data_dir())
-                                                             .seed(o.data_seed())
-                                                             .train_subset(o.train_subset())),
-                           device);
+    data = make_train_data(*make_embedded_benchmark(o), device);
   }
   const Benchmark& bench = data.meta;
+  // Per-task batch-mean losses [T] of every group's outputs, in group order.
+  const auto all_task_losses = [&bench](const std::vector<at::Tensor>& outs,
+                                        const Labels& labels) {
+    std::vector<at::Tensor> parts;
+    for (size_t g = 0; g < bench.groups.size(); ++g) {
+      parts.push_back(task_losses(bench.groups[g], outs[g], labels[g]));
+    }
+    return at::cat(parts);
+  };
   const double data_seconds = seconds_since(data_start);
   const std::vector<std::string>& tasks = bench.task_names;
   const int64_t n_tasks = bench.num_tasks();
@@ -485,11 +498,7 @@ TrainSummary Trainer::run() {
       adam.zero_grad();
       const at::Tensor h = model_representation(model, batch);
       const std::vector<at::Tensor> outs = model.head_outputs(h);
-      std::vector<at::Tensor> parts;
-      for (size_t g = 0; g < bench.groups.size(); ++g) {
-        parts.push_back(task_losses(bench.groups[g], outs[g], batch.labels[g]));
-      }
-      const at::Tensor raw_losses = at::cat(parts);
+      const at::Tensor raw_losses = all_task_losses(outs, batch.labels);
       Step step;
       step.losses = single ? raw_losses * single_mask : raw_losses;
       step.representation = h;
@@ -591,12 +600,8 @@ TrainSummary Trainer::run() {
       if (wants_losses_after) {
         // The losses on the same batch after the step (FAMO's update), without autograd.
         at::NoGradGuard no_grad;
-        const std::vector<at::Tensor> after = model.head_outputs(model_representation(model, batch));
-        std::vector<at::Tensor> after_parts;
-        for (size_t g = 0; g < bench.groups.size(); ++g) {
-          after_parts.push_back(task_losses(bench.groups[g], after[g], batch.labels[g]));
-        }
-        const at::Tensor l = at::cat(after_parts);
+        const at::Tensor l = all_task_losses(
+            model.head_outputs(model_representation(model, batch)), batch.labels);
         method->after_step(single ? l * single_mask : l);
       }
       double total = 0.0;

@@ -30,6 +30,9 @@ enum class RunStatus {
 TrainSummary train_or_reuse(TrainOptions options, const Benchmark* benchmark, std::ostream* log,
                             RunStatus* status = nullptr);
 
+/// Mean training seconds per completed epoch of a run (0 before its first epoch).
+double mean_epoch_train_seconds(const TrainSummary& summary);
+
 /// What single-task learning of every task gives.
 struct SingleTaskResult {
   /// Each task's metrics at its own best validation epoch (keys `task/metric`).

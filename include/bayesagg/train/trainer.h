@@ -23,12 +23,17 @@
 
 #include <iosfwd>
 #include <memory>
+#include <optional>
 
 namespace bayesagg {
 
 /// Derives independent seeds for the parts of a run from its seed (splitmix64 of seed and
 /// `stream`): 1 model initialisation, 2 shuffling, 3 the method's Monte-Carlo generator.
 uint64_t derive_seed(uint64_t seed, uint64_t stream);
+
+/// The embedded benchmark `options` names, built from its data settings (data-dir, data-seed,
+/// train-subset); nullopt for a paper benchmark (each run reads those itself).
+std::optional<Benchmark> make_embedded_benchmark(const TrainOptions& options);
 
 /// Parses `cpu` or `cuda[:N]`; throws with a clear message when CUDA is asked for but this
 /// LibTorch has no CUDA support or no such GPU.
