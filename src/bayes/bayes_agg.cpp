@@ -2,12 +2,32 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <mutex>
 #include <ostream>
 
 namespace bayesagg {
+namespace {
+
+/// Runs `f(g)` for every group g. With several groups and intra-op threads to spare, the groups run
+/// concurrently, each on one thread (their small LAPACK and batched ops gain little from intra-op
+/// threads, so splitting by group is the better use of the cores); one group keeps every thread.
+/// The result never depends on the thread count: each group's randomness has its own generator.
+template <class F>
+void for_each_group(size_t groups, const F& f) {
+  if (groups <= 1 || at::get_num_threads() <= 1 || at::in_parallel_region()) {
+    for (size_t g = 0; g < groups; ++g) f(g);
+    return;
+  }
+  at::parallel_for(0, static_cast<int64_t>(groups), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g) f(static_cast<size_t>(g));
+  });
+}
+
+}  // namespace
 
 void BayesAggOptions::validate() const {
   TORCH_CHECK(gamma_regression() > 0, "gamma_regression must be > 0, got ", gamma_regression());
@@ -117,7 +137,7 @@ void BayesAgg::check_batch(const at::Tensor& features, const Labels& labels,
 void BayesAgg::note_jitter(double jitter, const char* what) {
   if (jitter <= 0) return;
   if (stats_.jitter_events == 0) {
-    TORCH_WARN("BayesAgg: the ", what, " precision needed Cholesky jitter ", jitter,
+    TORCH_WARN("BayesAgg: the ", what, " needed Cholesky jitter ", jitter,
                " to factorise (counted in stats().jitter_events)");
   }
   ++stats_.jitter_events;
@@ -127,11 +147,12 @@ void BayesAgg::note_jitter(double jitter, const char* what) {
 std::vector<PosteriorStats> BayesAgg::statistics(const at::Tensor& features, const Labels& labels,
                                                  const std::vector<Head>& heads) const {
   at::NoGradGuard no_grad;
-  std::vector<PosteriorStats> out;
-  for (size_t g = 0; g < groups_.size(); ++g) {
-    out.push_back(posterior_stats(groups_[g], features, labels[g],
-                                  head_parameters(groups_[g], heads[g]), options_.chunk_rows()));
-  }
+  std::vector<PosteriorStats> out(groups_.size());
+  for_each_group(groups_.size(), [&](size_t g) {
+    at::NoGradGuard guard;  // grad mode is thread-local
+    out[g] = posterior_stats(groups_[g], features, labels[g], head_parameters(groups_[g], heads[g]),
+                             options_.chunk_rows());
+  });
   return out;
 }
 
@@ -140,15 +161,19 @@ std::vector<GaussianPosterior> BayesAgg::full_data_posteriors(
   TORCH_CHECK(stats.size() == groups_.size(), "expected statistics for ", groups_.size(),
               " groups, got ", stats.size());
   at::NoGradGuard no_grad;
-  std::vector<GaussianPosterior> out;
+  std::vector<GaussianPosterior> out(groups_.size());
+  for_each_group(groups_.size(), [&](size_t g) {
+    at::NoGradGuard guard;
+    const GaussianPosterior prior = isotropic_prior(groups_[g], dim_, options_.gamma(groups_[g]));
+    out[g] = posterior_update(groups_[g], prior, stats[g], head_parameters(groups_[g], heads[g]),
+                              options_.cholesky());
+  });
   stats_.full_data_shift.assign(groups_.size(), 0.0);
   stats_.head_norm.assign(groups_.size(), 0.0);
   for (size_t g = 0; g < groups_.size(); ++g) {
-    const GaussianPosterior prior = isotropic_prior(groups_[g], dim_, options_.gamma(groups_[g]));
+    note_jitter(out[g].jitter, "full-data precision");
     const at::Tensor phi = head_parameters(groups_[g], heads[g]);
-    out.push_back(posterior_update(groups_[g], prior, stats[g], phi, options_.cholesky()));
-    note_jitter(out.back().jitter, "full-data");
-    stats_.full_data_shift[g] = (out.back().mean - phi).norm().item<double>();
+    stats_.full_data_shift[g] = (out[g].mean - phi).norm().item<double>();
     stats_.head_norm[g] = phi.norm().item<double>();
   }
   ++stats_.full_posteriors;
@@ -164,23 +189,39 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
   at::NoGradGuard no_grad;
   const at::Tensor h = features.detach().to(at::kDouble);
   const MomentOptions mopts = options_.moment_options();
+  // One generator per group and step, seeded in group order from the method's generator, so that
+  // the groups can run concurrently and the draws do not depend on the thread count.
+  std::vector<at::Generator> gens;
+  {
+    std::lock_guard<std::mutex> lock(generator_.mutex());
+    auto* main = at::check_generator<at::CPUGeneratorImpl>(generator_);
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      gens.push_back(at::make_generator<at::CPUGeneratorImpl>(main->random64()));
+    }
+  }
   Aggregation out;
-  std::vector<at::Tensor> means, vars;
-  for (size_t g = 0; g < groups_.size(); ++g) {
+  out.groups.resize(groups_.size());
+  std::vector<double> moment_jitter(groups_.size(), 0.0);
+  for_each_group(groups_.size(), [&](size_t g) {
+    at::NoGradGuard guard;
     const TaskGroup& group = groups_[g];
     const at::Tensor phi = head_parameters(group, heads[g]);
     const PosteriorStats st = posterior_stats(group, h, labels[g], phi, options_.chunk_rows());
-    GroupAggregation ga;
+    GroupAggregation& ga = out.groups[g];
     ga.posterior = posterior_update(group, full_data[g], st, phi, options_.cholesky());
-    note_jitter(ga.posterior.jitter, "batch");
     const MomentEstimator est = group.type == GroupType::multiclass ? options_.multiclass_moments()
                                                                     : options_.binary_moments();
-    const GradMoments m = gradient_moments(group, ga.posterior, h, labels[g], est, mopts, generator_);
+    const GradMoments m = gradient_moments(group, ga.posterior, h, labels[g], est, mopts, gens[g]);
+    moment_jitter[g] = m.jitter;
     ga.grad_mean = m.mean;
     ga.grad_var = tempered_variance(m.var, options_.s(group));
-    means.push_back(ga.grad_mean);
-    vars.push_back(ga.grad_var);
-    out.groups.push_back(std::move(ga));
+  });
+  std::vector<at::Tensor> means, vars;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    note_jitter(out.groups[g].posterior.jitter, "batch precision");
+    note_jitter(moment_jitter[g], "rb estimator's logit covariance");
+    means.push_back(out.groups[g].grad_mean);
+    vars.push_back(out.groups[g].grad_var);
   }
   out.dL_dh = bayesagg::aggregate(means, vars);
   return out;

@@ -1,8 +1,10 @@
 #include "bayesagg/bayes/moments.h"
 
 #include "bayesagg/core/linalg.h"
+#include "rb_kernel.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -233,24 +235,27 @@ GradMoments multiclass_moments_rb(const GaussianPosterior& post, const at::Tenso
   const at::Tensor ht = ht64.to(dt);
   const at::Tensor sig_lkab = sigma64.permute({2, 0, 1, 3}).to(dt).contiguous();  // [K, K, q, q]
   const at::Tensor c = at::matmul(ht, sig_lkab.view({k * k * q, q}).t()).view({b, k, k * q});
+  const at::Tensor cov = c.contiguous(), htc = ht.contiguous();
   // Logit covariances Sigma_z[i, l, k] = sum_a C[i, l, k, a] h~_{i a} and their factors.
-  at::Tensor sz = at::bmm(c.view({b, k * k, q}), ht.unsqueeze(2)).view({b, k, k}).to(at::kDouble);
-  sz = 0.5 * (sz + sz.transpose(1, 2));
-  const at::Tensor lz64 = safe_cholesky(sz, "logit covariance").factor;  // [B, K, K]
+  at::Tensor sz = at::empty({b, k, k}, at::kDouble);
+  AT_DISPATCH_FLOATING_TYPES(dt, "logit_covariances", [&] {
+    detail::logit_covariances(cov.data_ptr<scalar_t>(), htc.data_ptr<scalar_t>(), b, k, q,
+                              sz.data_ptr<double>());
+  });
+  const CholeskyResult lz_chol = safe_cholesky(sz, "logit covariance");
+  const at::Tensor& lz64 = lz_chol.factor;  // [B, K, K]
   const at::Tensor lz = lz64.to(dt);
   const at::Tensor lz_inv = at::linalg_solve_triangular(
       lz64, at::eye(k, at::kDouble).expand({b, k, k}), /*upper=*/false).to(dt);
-  // D[i, m, k, a] = sum_l (L_z^-1)[m, l] C[i, l, k, a]: given the logits z = m + L_z xi, the head's
-  // conditional mean is mu + D xi (rows (m, k) so that xi (x) r contracts with D in one GEMM).
-  const at::Tensor dmat = at::bmm(lz_inv, c).view({b, k * k, q});  // [B, K K, q]
   const at::Tensor mlogit = mlogit64.to(dt).unsqueeze(1), onehot = onehot64.to(dt).unsqueeze(1);
-  const at::Tensor mphi_t = mphi.to(dt), g0f = g0.to(dt).unsqueeze(1);
+  const at::Tensor mphi_t = mphi.to(dt).contiguous(), g0f = g0.to(dt).contiguous();
+  const at::Tensor linv = lz_inv.contiguous();
+  // Sums over the samples of e = E[g | z] - g0, e^2, the explained variance and r r^T (float64).
   at::Tensor s1 = at::zeros({b, q}, at::kDouble), s2 = at::zeros({b, q}, at::kDouble);
-  at::Tensor rr = at::zeros({b, k, k}, dt);
+  at::Tensor sx = at::zeros({b, q}, at::kDouble), rr = at::zeros({b, k, k}, at::kDouble);
   const int64_t total = options.rb_samples();
   const bool anti = options.antithetic();
-  int64_t chunk = chunk_size(MomentOptions(options).mc_samples(total),
-                             4 * b * (k * k + 3 * q + 4 * k));
+  int64_t chunk = chunk_size(MomentOptions(options).mc_samples(total), 4 * b * (4 * k));
   if (anti) chunk = std::max<int64_t>(2, chunk - chunk % 2);
   for (int64_t done = 0; done < total; done += chunk) {
     const int64_t n = std::min(chunk, total - done);
@@ -258,29 +263,29 @@ GradMoments multiclass_moments_rb(const GaussianPosterior& post, const at::Tenso
     if (xi.scalar_type() != dt) xi = xi.to(dt);
     if (anti) xi = at::cat({xi, -xi}, 1);                               // [B, n, K]
     const at::Tensor z = at::baddbmm(mlogit, xi, lz.transpose(1, 2));   // [B, n, K]
-    const at::Tensor r = at::softmax(z, -1).sub_(onehot);               // [B, n, K]
-    // E[g | z] - g0 = r^T (mu + D xi) - g0  [B, n, q]
-    const at::Tensor outer = (xi.unsqueeze(3) * r.unsqueeze(2)).view({b, n, k * k});
-    at::Tensor e = at::matmul(r, mphi_t).sub_(g0f);
-    e.baddbmm_(outer, dmat);
-    s1.add_(e.sum(1).to(at::kDouble));
-    s2.add_(e.mul_(e).sum(1).to(at::kDouble));
-    rr.baddbmm_(r.transpose(1, 2), r);
+    const at::Tensor r = at::softmax(z, -1).sub_(onehot).contiguous();  // [B, n, K]
+    AT_DISPATCH_FLOATING_TYPES(dt, "multiclass_moments_rb", [&] {
+      detail::RbChunk<scalar_t> ch;
+      ch.batch = b, ch.classes = k, ch.cols = q, ch.samples = n;
+      ch.cov = cov.data_ptr<scalar_t>(), ch.linv = linv.data_ptr<scalar_t>();
+      ch.xi = xi.data_ptr<scalar_t>(), ch.resid = r.data_ptr<scalar_t>();
+      ch.mean = mphi_t.data_ptr<scalar_t>(), ch.g0 = g0f.data_ptr<scalar_t>();
+      detail::rb_accumulate(ch, s1.data_ptr<double>(), s2.data_ptr<double>(),
+                            sx.data_ptr<double>(), rr.data_ptr<double>());
+    });
   }
   const at::Tensor e1 = (s1 / total).narrow(1, 0, d);
-  rr.div_(total);
-  // tr(V_j E[r r^T]) with V_j = Sigma_jj - D_j^T D_j, the weights' covariance given the logits.
-  // The explained part is a small fraction of Sigma_jj (K of the head's K (d + 1) directions), so
+  // E[g_j^2 | z] adds r^T V_j r with V_j = Sigma_jj - D_j^T D_j, the weights' covariance given the
+  // logits: tr(Sigma_jj E[r r^T]) minus the explained part E||D_j r||^2 accumulated above. The
+  // explained part is a small fraction of Sigma_jj (K of the head's K (d + 1) directions), so its
   // float32 arithmetic loses no significant digits in the difference.
   const at::Tensor sjj = sigma64.diagonal(0, 1, 3).narrow(2, 0, d);  // [K, K, d]
-  const at::Tensor vfull =
-      at::matmul(rr.to(at::kDouble).view({b, k * k}), sjj.reshape({k * k, d}));  // [B, d]
-  const at::Tensor dt_kma = dmat.view({b, k, k, q}).transpose(1, 2).contiguous().view({b, k, k * q});
-  const at::Tensor vexpl =
-      (at::bmm(rr, dt_kma) * dt_kma).view({b, k * k, q}).sum(1).narrow(1, 0, d).to(at::kDouble);
+  const at::Tensor vfull = at::matmul(rr.view({b, k * k}), sjj.reshape({k * k, d})) / total;
   GradMoments out;
   out.mean = (g0.narrow(1, 0, d) + e1).unsqueeze(1);
-  out.var = ((s2 / total).narrow(1, 0, d) - e1.pow(2) + vfull - vexpl).unsqueeze(1);
+  out.var = ((s2 / total).narrow(1, 0, d) - e1.pow(2) + vfull - (sx / total).narrow(1, 0, d))
+                .unsqueeze(1);
+  out.jitter = lz_chol.jitter;
   return out;
 }
 

@@ -13,11 +13,18 @@ CholeskyResult safe_cholesky(const at::Tensor& a, const char* what,
               ": Cholesky needs square matrices, got shape ", a.sizes());
   TORCH_CHECK(options.max_tries() >= 0 && options.initial_jitter() > 0 && options.growth() > 1,
               "invalid CholeskyOptions");
-  TORCH_CHECK(at::isfinite(a).all().item<bool>(), what,
-              ": matrix has non-finite entries; cannot factorise it");
   CholeskyResult result;
   auto [factor, info] = at::linalg_cholesky_ex(a, /*upper=*/false, /*check_errors=*/false);
-  if (info.eq(0).all().item<bool>()) {
+  // LAPACK stops at a NaN or non-positive pivot, and a non-finite entry of the lower triangle
+  // makes some later pivot NaN or -inf; only +inf on the diagonal passes, leaving +inf on the
+  // factor's diagonal. So a finite factor diagonal and no failed pivot mean a finite input,
+  // without a pass over the whole matrix.
+  const bool factored = info.eq(0).all().item<bool>();
+  if (!factored || !at::isfinite(factor.diagonal(0, -2, -1)).all().item<bool>()) {
+    TORCH_CHECK(at::isfinite(a.tril()).all().item<bool>(), what,
+                ": matrix has non-finite entries; cannot factorise it");
+  }
+  if (factored) {
     result.factor = factor;
     return result;
   }

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/serialize/archive.h>
@@ -107,6 +108,48 @@ TEST(BayesAgg, BackwardGivesHeadsTheirOrdinaryGradientAndTheTrunkDLdh) {
   const at::Tensor want_a = at::matmul((dh * elu_grad).t(), batch.x);
   EXPECT_LT((model.a.grad() - want_a).abs().max().item<double>(), 1e-6);
   EXPECT_EQ(agg.stats().steps, 1);
+}
+
+TEST(BayesAgg, GroupsRunConcurrentlyWithResultsIndependentOfTheThreadCount) {
+  // With several threads the groups run concurrently, each on one thread, drawing from its own
+  // generator (seeded in group order from the method's): so the result is the same to the last bit
+  // at any thread count, and a group's draws do not depend on the other groups.
+  Model model(12, 6);
+  model.groups.push_back(TaskGroup(GroupType::multiclass, 4));
+  {
+    auto r = gen(13);
+    model.heads.push_back({at::randn({4, 6}, r, at::kFloat) * 0.3, at::zeros({4}, at::kFloat)});
+  }
+  auto r = gen(14);
+  const at::Tensor hw = at::randn({40, 6}, r, at::kFloat), hb = at::randn({16, 6}, r, at::kFloat);
+  const auto labels = [&](int64_t n) {
+    return Labels{at::randn({n, 2}, r, at::kFloat), at::bernoulli(at::full({n, 2}, 0.5), r),
+                  at::randint(3, {n}, r, at::kLong), at::randint(4, {n}, r, at::kLong)};
+  };
+  const Labels yw = labels(40), yb = labels(16);
+  const auto heads = detached(model.heads);
+  const auto run = [&](int threads) {
+    const int before = at::get_num_threads();
+    at::set_num_threads(threads);
+    BayesAgg agg(model.groups, 6, small_options().rb_samples(64));
+    const auto full = agg.full_data_posteriors(agg.statistics(hw, yw, heads), heads);
+    Aggregation out = agg.aggregate(full, hb, yb, heads);
+    at::set_num_threads(before);
+    return out;
+  };
+  const Aggregation one = run(1), two = run(2);
+  EXPECT_TRUE(at::equal(one.dL_dh, two.dL_dh));
+  for (size_t g = 0; g < model.groups.size(); ++g) {
+    EXPECT_TRUE(at::equal(one.groups[g].grad_mean, two.groups[g].grad_mean)) << g;
+    EXPECT_TRUE(at::equal(one.groups[g].grad_var, two.groups[g].grad_var)) << g;
+    EXPECT_TRUE(at::equal(one.groups[g].posterior.mean, two.groups[g].posterior.mean)) << g;
+  }
+  // The Monte-Carlo group really is random: another seed changes its moments, not the exact ones.
+  BayesAgg other(model.groups, 6, small_options().rb_samples(64).seed(10));
+  const auto full = other.full_data_posteriors(other.statistics(hw, yw, heads), heads);
+  const Aggregation three = other.aggregate(full, hb, yb, heads);
+  EXPECT_TRUE(at::equal(three.groups[0].grad_mean, one.groups[0].grad_mean));  // regression
+  EXPECT_FALSE(at::equal(three.groups[3].grad_var, one.groups[3].grad_var));  // multiclass (rb)
 }
 
 TEST(BayesAgg, FullDataPosteriorsComeFromThePreviousEpoch) {

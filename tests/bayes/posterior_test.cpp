@@ -124,6 +124,24 @@ TEST(Posterior, BinaryBlocksEqualTheDenseNewtonStep) {
             1e-11);
 }
 
+TEST(Posterior, MulticlassWideAndPackedLayoutsGiveTheDenseGgn) {
+  // Beyond d + 1 = 160 the GGN blocks are accumulated in the wide layout instead of the packed one
+  // (and for N larger than a chunk, over several chunks); both must give the dense precision.
+  for (const int64_t d : {6, 170}) {
+    const TaskGroup g(GroupType::multiclass, 3);
+    const Data data = make_data(g, 70, d, 11);
+    const double gamma = 0.2;
+    const int64_t p = 3 * (d + 1);
+    const auto [mean, lambda] =
+        dense_newton(g, data, at::eye(p, at::kDouble) / gamma, at::zeros({p}, at::kDouble));
+    const at::Tensor phi = head_parameters(g, data.head);
+    const auto post = posterior_update(g, isotropic_prior(g, d, gamma),
+                                       posterior_stats(g, data.h, data.y, phi, /*chunk_rows=*/8), phi);
+    EXPECT_LT(max_abs(post.precision[0] - lambda), 1e-10) << "d = " << d;
+    EXPECT_LT(max_abs(post.mean[0] - mean), 1e-10) << "d = " << d;
+  }
+}
+
 TEST(Posterior, MulticlassGgnEqualsKroneckerSumAndNewtonStep) {
   const TaskGroup g(GroupType::multiclass, 3);
   const Data data = make_data(g, 30, 4, 6);

@@ -5,6 +5,10 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include <string>
+#include <tuple>
+#include <vector>
+
 #include <filesystem>
 
 using namespace bayesagg;
@@ -33,9 +37,23 @@ TEST(SafeCholesky, AddsAndReportsJitterOnlyForTheFailingBlock) {
 TEST(SafeCholesky, ThrowsOnIndefiniteAndNonFinite) {
   const at::Tensor neg = -at::eye(3, at::kDouble);
   EXPECT_THROW(safe_cholesky(neg, "test"), c10::Error);
-  at::Tensor nan = at::eye(2, at::kDouble);
-  nan[0][1] = NAN;
-  EXPECT_THROW(safe_cholesky(nan, "test"), c10::Error);
+  // Only the lower triangle is factorised; a non-finite entry anywhere in it is an error with its
+  // own message, whether LAPACK fails on it (NaN, -inf, inf off the diagonal) or not (+inf pivot).
+  for (const auto& [i, j, v] : std::vector<std::tuple<int, int, double>>{
+           {1, 0, NAN}, {2, 1, INFINITY}, {2, 0, -INFINITY}, {1, 1, INFINITY}, {2, 2, NAN}}) {
+    at::Tensor bad = at::eye(3, at::kDouble) * 4;
+    bad[i][j] = v;
+    try {
+      safe_cholesky(bad, "test");
+      ADD_FAILURE() << "no error for " << v << " at (" << i << ", " << j << ")";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
+    }
+  }
+  // In a batch, one bad block is enough.
+  at::Tensor batch = at::eye(3, at::kDouble).expand({4, 3, 3}).contiguous();
+  batch[2][1][1] = INFINITY;
+  EXPECT_THROW(safe_cholesky(batch, "test"), c10::Error);
 }
 
 TEST(GaussHermite, IntegratesNormalMomentsExactly) {

@@ -17,6 +17,8 @@ namespace bayesagg {
 struct GradMoments {
   at::Tensor mean;
   at::Tensor var;
+  /// Largest Cholesky jitter the estimator needed (rb: the examples' logit covariances), 0 if none.
+  double jitter = 0.0;
 };
 
 /// How classification moments are estimated.

@@ -28,8 +28,9 @@ struct CholeskyResult {
 
 /// Lower Cholesky factor of a symmetric positive definite matrix or batch of matrices [..., p, p].
 /// Jitter is added to the diagonal of the blocks that fail, only when needed, growing geometrically;
-/// the largest jitter used is reported. Throws (naming `what`) when no jitter in range works or the
-/// matrix is not finite.
+/// the largest jitter used is reported. Only the lower triangle is read. Throws (naming `what`)
+/// when no jitter in range works or the lower triangle has a non-finite entry (detected from the
+/// factorisation itself, without a separate pass over the matrix).
 CholeskyResult safe_cholesky(const at::Tensor& a, const char* what = "matrix",
                              const CholeskyOptions& options = {});
 
