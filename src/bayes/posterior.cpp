@@ -54,7 +54,9 @@ at::Tensor multiclass_gather_index(int64_t rows, int64_t q, bool packed) {
   const int64_t nt = q * (q + 1) / 2, width = packed ? nt : q * q, p = rows * q;
   at::Tensor out = at::empty({p * p}, at::kLong);
   int64_t* ptr = out.data_ptr<int64_t>();
-  const auto tri = [](int64_t lo, int64_t hi, int64_t n) { return lo * n - lo * (lo - 1) / 2 + (hi - lo); };
+  const auto tri = [](int64_t lo, int64_t hi, int64_t n) {
+    return lo * n - lo * (lo - 1) / 2 + (hi - lo);
+  };
   for (int64_t k = 0; k < rows; ++k) {
     for (int64_t a = 0; a < q; ++a) {
       for (int64_t l = 0; l < rows; ++l) {
@@ -155,8 +157,8 @@ PosteriorStats posterior_stats(const TaskGroup& group, const at::Tensor& feature
   const at::Tensor w = phi.reshape({rows, q});  // [rows, d + 1]
   // Every GGN block is a weighted sum sum_i c_i h~_i h~_i^T, with one weight per block and example:
   //   binary:     o blocks, c_i = p_ik (1 - p_ik);
-  //   multiclass: block (k, l) has c_i = H_i[k, l] = d_kl p_ik - p_ik p_il. Since the p_i sum to one,
-  //               each row of blocks sums to zero, so only the K (K - 1) / 2 sums
+  //   multiclass: block (k, l) has c_i = H_i[k, l] = d_kl p_ik - p_ik p_il. Since the p_i sum to
+  //               one, each row of blocks sums to zero, so only the K (K - 1) / 2 sums
   //               O_kl = sum_i p_ik p_il h~_i h~_i^T (k < l) are accumulated: block (k, l) = -O_kl
   //               and block (k, k) = sum_{l != k} O_kl. That is a sixth less arithmetic for K = 10,
   //               and the diagonal blocks come from p_k sum_{l != k} p_l, free of the cancellation
@@ -218,7 +220,8 @@ PosteriorStats posterior_stats(const TaskGroup& group, const at::Tensor& feature
     return stats;
   }
   // One row per sum (pair k < l), in the layout of multiclass_gather_index.
-  const at::Tensor off = packed ? sums : sums.reshape({q, ns, q}).permute({1, 0, 2}).reshape({ns, q * q});
+  const at::Tensor off =
+      packed ? sums : sums.reshape({q, ns, q}).permute({1, 0, 2}).reshape({ns, q * q});
   // Blocks (k, l), k <= l, rows of the upper triangle: -O_kl off the diagonal, sums on it.
   const int64_t nb = rows * (rows + 1) / 2;
   const auto block = [rows](int64_t k, int64_t l) { return k * rows - k * (k - 1) / 2 + (l - k); };

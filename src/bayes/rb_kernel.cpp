@@ -42,12 +42,12 @@ __attribute__((always_inline)) inline void store(T* p, typename Vec<T>::type v) 
   __builtin_memcpy(p, &v, sizeof v);
 }
 
-/// One example: see rb_accumulate. `d` is scratch of K * K * q values, `y` of 2 K q and `e` of q.
+/// One example: see rb_accumulate. `d` is scratch of K * K * q values and `y` of 2 K q.
 template <typename T>
 __attribute__((always_inline)) inline void example(const RbChunk<T>& c, int64_t i, T* __restrict d,
-                                                   T* __restrict y, T* __restrict e,
-                                                   double* __restrict s1, double* __restrict s2,
-                                                   double* __restrict sx, double* __restrict rr) {
+                                                   T* __restrict y, double* __restrict s1,
+                                                   double* __restrict s2, double* __restrict sx,
+                                                   double* __restrict rr) {
   const int64_t K = c.classes, q = c.cols, n = c.samples, kq = K * q;
   const T* __restrict cov = c.cov + i * K * kq;  // [l][k][a]
   const T* __restrict linv = c.linv + i * K * K;
@@ -103,6 +103,14 @@ __attribute__((always_inline)) inline void example(const RbChunk<T>& c, int64_t 
       store(y1 + j0, t0), store(y1 + j0 + L, t1), store(y1 + j0 + 2 * L, t2);
       store(y1 + j0 + 3 * L, t3);
     }
+    for (; j0 + L <= kq; j0 += L) {
+      V p0 = {}, t0 = {};
+      for (int64_t k = 0; k < K; ++k) {
+        const V d0 = load(d + k * kq + j0);
+        p0 += r0[k] * d0, t0 += r1[k] * d0;
+      }
+      store(y0 + j0, p0), store(y1 + j0, t0);
+    }
     for (int64_t j = j0; j < kq; ++j) {
       T acc0 = 0, acc1 = 0;
       for (int64_t k = 0; k < K; ++k) acc0 += r0[k] * d[k * kq + j], acc1 += r1[k] * d[k * kq + j];
@@ -112,21 +120,33 @@ __attribute__((always_inline)) inline void example(const RbChunk<T>& c, int64_t 
       const T* __restrict xi = c.xi + (i * n + s0 + t) * K;
       const T* __restrict r = t ? r1 : r0;
       const T* __restrict ys = t ? y1 : y0;
-      // e = r^T M - g0 + sum_m xi_m Y[m]
-      for (int64_t a = 0; a < q; ++a) e[a] = -g0[a];
-      for (int64_t k = 0; k < K; ++k) {
-        const T rk = r[k], xk = xi[k];
-        const T* __restrict mk = mean + k * q;
-        const T* __restrict yk = ys + k * q;
-        for (int64_t a = 0; a < q; ++a) e[a] += rk * mk[a] + xk * yk[a];
+      // e = r^T M - g0 + sum_m xi_m Y[m] and the explained variance sum_m Y[m]^2, in column
+      // blocks held in registers over the class loop; then their running sums.
+      int64_t a0 = 0;
+      for (; a0 + 2 * L <= q; a0 += 2 * L) {
+        V e0 = -load(g0 + a0), e1 = -load(g0 + a0 + L), x0 = {}, x1 = {};
+        for (int64_t k = 0; k < K; ++k) {
+          const T rk = r[k], xk = xi[k];
+          const V y0v = load(ys + k * q + a0), y1v = load(ys + k * q + a0 + L);
+          e0 += rk * load(mean + k * q + a0) + xk * y0v;
+          e1 += rk * load(mean + k * q + a0 + L) + xk * y1v;
+          x0 += y0v * y0v, x1 += y1v * y1v;
+        }
+        store(a1.data() + a0, load(a1.data() + a0) + e0);
+        store(a1.data() + a0 + L, load(a1.data() + a0 + L) + e1);
+        store(a2.data() + a0, load(a2.data() + a0) + e0 * e0);
+        store(a2.data() + a0 + L, load(a2.data() + a0 + L) + e1 * e1);
+        store(ax.data() + a0, load(ax.data() + a0) + x0);
+        store(ax.data() + a0 + L, load(ax.data() + a0 + L) + x1);
       }
-      for (int64_t a = 0; a < q; ++a) {
-        a1[a] += e[a];
-        a2[a] += e[a] * e[a];
-      }
-      for (int64_t m = 0; m < K; ++m) {
-        const T* __restrict ym = ys + m * q;
-        for (int64_t a = 0; a < q; ++a) ax[a] += ym[a] * ym[a];
+      for (int64_t a = a0; a < q; ++a) {
+        T ea = -g0[a], xa = 0;
+        for (int64_t k = 0; k < K; ++k) {
+          const T yk = ys[k * q + a];
+          ea += r[k] * mean[k * q + a] + xi[k] * yk;
+          xa += yk * yk;
+        }
+        a1[a] += ea, a2[a] += ea * ea, ax[a] += xa;
       }
       for (int64_t k = 0; k < K; ++k) {
         for (int64_t l = 0; l < K; ++l) rr[k * K + l] += static_cast<double>(r[k]) * r[l];
@@ -142,24 +162,23 @@ __attribute__((always_inline)) inline void example(const RbChunk<T>& c, int64_t 
 
 // The two instantiations, each compiled for AVX2/FMA and for baseline x86-64.
 BAYESAGG_CLONES
-void example_f(const RbChunk<float>& c, int64_t i, float* d, float* y, float* e, double* s1,
-               double* s2, double* sx, double* rr) {
-  example<float>(c, i, d, y, e, s1, s2, sx, rr);
+void example_f(const RbChunk<float>& c, int64_t i, float* d, float* y, double* s1, double* s2,
+               double* sx, double* rr) {
+  example<float>(c, i, d, y, s1, s2, sx, rr);
 }
 BAYESAGG_CLONES
-void example_d(const RbChunk<double>& c, int64_t i, double* d, double* y, double* e, double* s1,
-               double* s2, double* sx, double* rr) {
-  example<double>(c, i, d, y, e, s1, s2, sx, rr);
+void example_d(const RbChunk<double>& c, int64_t i, double* d, double* y, double* s1, double* s2,
+               double* sx, double* rr) {
+  example<double>(c, i, d, y, s1, s2, sx, rr);
 }
 
 template <typename T, typename F>
-void accumulate(const RbChunk<T>& c, const F& one, double* s1, double* s2, double* sx,
-                double* rr) {
+void accumulate(const RbChunk<T>& c, const F& one, double* s1, double* s2, double* sx, double* rr) {
   const int64_t K = c.classes, q = c.cols;
   at::parallel_for(0, c.batch, 8, [&](int64_t begin, int64_t end) {
-    std::vector<T> d(K * K * q), y(2 * K * q), e(q);
+    std::vector<T> d(K * K * q), y(2 * K * q);
     for (int64_t i = begin; i < end; ++i) {
-      one(c, i, d.data(), y.data(), e.data(), s1 + i * q, s2 + i * q, sx + i * q, rr + i * K * K);
+      one(c, i, d.data(), y.data(), s1 + i * q, s2 + i * q, sx + i * q, rr + i * K * K);
     }
   });
 }
@@ -177,7 +196,8 @@ void logit_cov(const T* cov, const T* h, int64_t batch, int64_t K, int64_t q, do
         o[lm] = acc;
       }
       for (int64_t l = 0; l < K; ++l) {
-        for (int64_t m = 0; m < l; ++m) o[l * K + m] = o[m * K + l] = 0.5 * (o[l * K + m] + o[m * K + l]);
+        for (int64_t m = 0; m < l; ++m)
+          o[l * K + m] = o[m * K + l] = 0.5 * (o[l * K + m] + o[m * K + l]);
       }
     }
   });

@@ -321,7 +321,7 @@ const std::vector<SettingInfo>& train_settings() {
        "BayesAgg-MTL: multiclass groups' gradient moments, rb (Rao-Blackwellised: samples only "
        "the logits) or mc (samples the whole head, --mc-samples) (default: rb)"},
       {"rb-samples", "N",
-       "BayesAgg-MTL: logit samples per step of the rb multiclass estimator (default: 32)"},
+       "BayesAgg-MTL: logit samples per step of the rb multiclass estimator (default: 16)"},
       {"quadrature-points", "N",
        "BayesAgg-MTL: Gauss-Hermite points of the exact binary moments (default: 48)"},
       {"head-gradient", "sum|weighted",

@@ -8,6 +8,7 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/serialize/archive.h>
 
+#include <cmath>
 #include <sstream>
 
 using namespace bayesagg;
@@ -111,20 +112,21 @@ TEST(BayesAgg, BackwardGivesHeadsTheirOrdinaryGradientAndTheTrunkDLdh) {
 }
 
 TEST(BayesAgg, GroupsRunConcurrentlyWithResultsIndependentOfTheThreadCount) {
-  // With several threads the groups run concurrently, each on one thread, drawing from its own
-  // generator (seeded in group order from the method's): so the result is the same to the last bit
-  // at any thread count, and a group's draws do not depend on the other groups.
+  // With several threads and groups that balance, the groups run concurrently, each on one
+  // thread, drawing from its own generator (seeded in group order from the method's): so the
+  // result is the same to the last bit as with one thread.
   Model model(12, 6);
-  model.groups.push_back(TaskGroup(GroupType::multiclass, 4));
+  model.groups.push_back(TaskGroup(GroupType::multiclass, 3));
   {
     auto r = gen(13);
-    model.heads.push_back({at::randn({4, 6}, r, at::kFloat) * 0.3, at::zeros({4}, at::kFloat)});
+    model.heads.push_back({at::randn({3, 6}, r, at::kFloat) * 0.3, at::zeros({3}, at::kFloat)});
   }
+  ASSERT_EQ(concurrent_group_lanes(model.groups, 6, 2).size(), 2u);
   auto r = gen(14);
   const at::Tensor hw = at::randn({40, 6}, r, at::kFloat), hb = at::randn({16, 6}, r, at::kFloat);
   const auto labels = [&](int64_t n) {
     return Labels{at::randn({n, 2}, r, at::kFloat), at::bernoulli(at::full({n, 2}, 0.5), r),
-                  at::randint(3, {n}, r, at::kLong), at::randint(4, {n}, r, at::kLong)};
+                  at::randint(3, {n}, r, at::kLong), at::randint(3, {n}, r, at::kLong)};
   };
   const Labels yw = labels(40), yb = labels(16);
   const auto heads = detached(model.heads);
@@ -150,6 +152,25 @@ TEST(BayesAgg, GroupsRunConcurrentlyWithResultsIndependentOfTheThreadCount) {
   const Aggregation three = other.aggregate(full, hb, yb, heads);
   EXPECT_TRUE(at::equal(three.groups[0].grad_mean, one.groups[0].grad_mean));  // regression
   EXPECT_FALSE(at::equal(three.groups[3].grad_var, one.groups[3].grad_var));  // multiclass (rb)
+}
+
+TEST(BayesAgg, GroupsRunConcurrentlyOnlyWhenTheyBalance) {
+  using Lanes = std::vector<std::vector<size_t>>;
+  const TaskGroup mc10(GroupType::multiclass, 10), mc5(GroupType::multiclass, 5),
+      mc2(GroupType::multiclass, 2), reg(GroupType::regression, 1), bin(GroupType::binary, 14);
+  // Costs: (K (d + 1))^3, o (d + 1)^3, d^3.
+  EXPECT_DOUBLE_EQ(group_step_cost(mc10, 64), std::pow(650.0, 3));
+  EXPECT_DOUBLE_EQ(group_step_cost(bin, 64), 14 * std::pow(65.0, 3));
+  EXPECT_DOUBLE_EQ(group_step_cost(reg, 64), std::pow(64.0, 3));
+  // multi-fashion: two equal groups, one per thread.
+  EXPECT_EQ(concurrent_group_lanes({mc10, mc10}, 64, 2), (Lanes{{0}, {1}}));
+  EXPECT_EQ(concurrent_group_lanes({mc10, mc10}, 64, 1), Lanes{});
+  EXPECT_EQ(concurrent_group_lanes({mc10}, 64, 2), Lanes{});
+  // UTKFace: the 5-class group is 93% of the work; all threads go to each group in turn.
+  EXPECT_EQ(concurrent_group_lanes({reg, mc2, mc5}, 256, 2), Lanes{});
+  // Longest first onto the least loaded lane; lanes list their groups in order.
+  EXPECT_EQ(concurrent_group_lanes({mc2, mc10, mc10, mc5}, 64, 2), (Lanes{{1, 3}, {0, 2}}));
+  EXPECT_EQ(concurrent_group_lanes({mc10, mc10, mc10}, 64, 4), (Lanes{{0}, {1}, {2}}));
 }
 
 TEST(BayesAgg, FullDataPosteriorsComeFromThePreviousEpoch) {

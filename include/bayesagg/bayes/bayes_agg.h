@@ -44,11 +44,11 @@ struct BayesAggOptions {
   TORCH_ARG(int64_t, quadrature_points) = 48;
   /// Estimator of multiclass groups' moments: mc (sampling the whole head, `mc_samples`) or rb
   /// (Rao-Blackwellised: sampling only the logits, `rb_samples`; see multiclass_moments_rb).
-  /// rb is the default: with 32 antithetic logit samples it is more accurate than mc with the
+  /// rb is the default: with 16 antithetic logit samples it is more accurate than mc with the
   /// authors' 1024 (docs/bayesagg.md) at a fraction of the cost.
   TORCH_ARG(MomentEstimator, multiclass_moments) = MomentEstimator::rao_blackwell;
   /// Logit samples per step of the rb estimator (even when `antithetic`).
-  TORCH_ARG(int64_t, rb_samples) = 32;
+  TORCH_ARG(int64_t, rb_samples) = 16;
   /// Antithetic pairs in the rb estimator.
   TORCH_ARG(bool, antithetic) = true;
   /// Seed of the generator that draws every Monte-Carlo sample.
@@ -108,6 +108,19 @@ struct BayesAggStats {
   /// posterior mean and the heads it was expanded at (regression: the weights), and ||phi||.
   std::vector<double> full_data_shift, head_norm;
 };
+
+/// Relative cost of one BayesAgg step of a group whose representation has `dim` dimensions: the
+/// posterior's factorisations, cubic in the block size, dominate.
+double group_step_cost(const TaskGroup& group, int64_t dim);
+
+/// How `BayesAgg` spreads its groups over `threads` intra-op threads: lanes of group indices that
+/// run concurrently, one thread each (longest group first onto the least loaded lane), or empty
+/// when the groups run one after the other with every thread each. Lanes are used only when they
+/// beat that by at least the ~1.5x that intra-op threads give one large factorisation: two equal
+/// groups on two threads run concurrently; UTKFace's one large multiclass group with two small
+/// ones does not.
+std::vector<std::vector<size_t>> concurrent_group_lanes(const std::vector<TaskGroup>& groups,
+                                                        int64_t dim, int threads);
 
 /// Growable, preallocated storage of an epoch's detached features and labels.
 class EpochStore {

@@ -46,7 +46,7 @@ struct MomentOptions {
   /// the reference's arithmetic.
   TORCH_ARG(at::ScalarType, mc_dtype) = at::kFloat;
   /// Samples of the logits per step of the Rao-Blackwellised multiclass estimator.
-  TORCH_ARG(int64_t, rb_samples) = 32;
+  TORCH_ARG(int64_t, rb_samples) = 16;
   /// Antithetic pairs (xi, -xi) in the Rao-Blackwellised estimator: cancels the part of the
   /// sampling error that is linear in the logits' deviation.
   TORCH_ARG(bool, antithetic) = true;
