@@ -240,7 +240,7 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
   }
   Aggregation out;
   out.groups.resize(groups_.size());
-  std::vector<double> moment_jitter(groups_.size(), 0.0);
+  std::vector<double> moment_jitter(groups_.size(), 0.0), shift(groups_.size(), 0.0);
   for_each_group(groups_.size(), concurrent_group_lanes(groups_, dim_, at::get_num_threads()),
                  [&](size_t g) {
     at::NoGradGuard guard;
@@ -249,6 +249,7 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
     const PosteriorStats st = posterior_stats(group, h, labels[g], phi, options_.chunk_rows());
     GroupAggregation& ga = out.groups[g];
     ga.posterior = posterior_update(group, full_data[g], st, phi, options_.cholesky());
+    shift[g] = (ga.posterior.mean - phi).norm().item<double>();
     const MomentEstimator est = group.type == GroupType::multiclass ? options_.multiclass_moments()
                                                                     : options_.binary_moments();
     const GradMoments m = gradient_moments(group, ga.posterior, h, labels[g], est, mopts, gens[g]);
@@ -256,6 +257,7 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
     ga.grad_mean = m.mean;
     ga.grad_var = tempered_variance(m.var, options_.s(group));
   });
+  stats_.batch_shift = shift;
   std::vector<at::Tensor> means, vars;
   for (size_t g = 0; g < groups_.size(); ++g) {
     note_jitter(out.groups[g].posterior.jitter, "batch precision");
@@ -293,16 +295,21 @@ at::Tensor BayesAgg::backward(const at::Tensor& losses, const std::vector<Head>&
   check_batch(representation, labels, heads);
   TORCH_CHECK(representation.requires_grad(),
               "BayesAgg::backward: the representation must be attached to the trunk's graph");
-  // 1. Heads: the ordinary gradient of the summed task losses.
+  // 1. Heads: the ordinary gradient of the summed task losses. The same backward pass through the
+  // heads also gives the linear-scalarisation gradient of the representation, for a diagnostic.
   std::vector<at::Tensor> params;
   for (const auto& head : heads) {
     for (const auto& p : {head.weight, head.bias}) {
       if (p.defined() && p.requires_grad()) params.push_back(p);
     }
   }
-  if (!params.empty()) {
-    const auto grads = torch::autograd::grad({losses.sum()}, params, {}, /*retain_graph=*/true,
+  at::Tensor ls_dh;
+  {
+    std::vector<at::Tensor> inputs = params;
+    inputs.push_back(representation);
+    const auto grads = torch::autograd::grad({losses.sum()}, inputs, {}, /*retain_graph=*/true,
                                              /*create_graph=*/false, /*allow_unused=*/true);
+    ls_dh = grads.back();
     for (size_t i = 0; i < params.size(); ++i) {
       if (!grads[i].defined()) continue;
       at::Tensor& g = params[i].mutable_grad();
@@ -328,6 +335,10 @@ at::Tensor BayesAgg::backward(const at::Tensor& losses, const std::vector<Head>&
   // 3. The trunk: dL/dh.
   const at::Tensor dl_dh = aggregate(full_, h, labels, heads).dL_dh.to(representation.dtype());
   representation.backward(dl_dh);
+  if (ls_dh.defined()) {
+    const double den = (dl_dh.norm() * ls_dh.norm()).item<double>();
+    stats_.ls_cosine = den > 0 ? (dl_dh * ls_dh).sum().item<double>() / den : 0.0;
+  }
   observe(h, labels);
   ++stats_.steps;
   return dl_dh;

@@ -43,6 +43,10 @@ void BayesAggMethod::backward(Step& step) {
     diagnostics_["full_data_shift_" + std::to_string(g)] = st.full_data_shift[g];
     diagnostics_["head_norm_" + std::to_string(g)] = st.head_norm[g];
   }
+  for (size_t g = 0; g < st.batch_shift.size(); ++g) {
+    diagnostics_["batch_shift_" + std::to_string(g)] = st.batch_shift[g];
+  }
+  diagnostics_["ls_cosine"] = st.ls_cosine;
 }
 
 std::vector<std::string> method_names() {

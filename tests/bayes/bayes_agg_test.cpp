@@ -95,10 +95,21 @@ TEST(BayesAgg, BackwardGivesHeadsTheirOrdinaryGradientAndTheTrunkDLdh) {
   const auto full = twin.full_data_posteriors(
       twin.statistics(model.forward(warm.x).detach(), warm.y, detached(model.heads)),
       detached(model.heads));
-  const at::Tensor want_dh =
-      twin.aggregate(full, h.detach(), batch.y, detached(model.heads)).dL_dh.to(at::kFloat);
+  const Aggregation want = twin.aggregate(full, h.detach(), batch.y, detached(model.heads));
+  const at::Tensor want_dh = want.dL_dh.to(at::kFloat);
+  const at::Tensor ls_dh = torch::autograd::grad({losses.sum()}, {h}, {}, true)[0];
 
   const at::Tensor dh = agg.backward(losses, model.heads, h, batch.y);
+  // Diagnostics: how far the batch posteriors' means are from the heads, and how the trunk's
+  // gradient direction compares with linear scalarisation's.
+  ASSERT_EQ(agg.stats().batch_shift.size(), 3u);
+  for (size_t g = 0; g < 3; ++g) {
+    const at::Tensor phi = head_parameters(model.groups[g], detached(model.heads)[g]);
+    EXPECT_NEAR(agg.stats().batch_shift[g], (want.groups[g].posterior.mean - phi).norm().item<double>(),
+                1e-9);
+  }
+  EXPECT_NEAR(agg.stats().ls_cosine,
+              ((dh * ls_dh).sum() / (dh.norm() * ls_dh.norm())).item<double>(), 1e-6);
   EXPECT_LT((dh - want_dh).abs().max().item<double>(), 1e-7);
   for (size_t i = 0; i < head_params.size(); ++i) {
     EXPECT_LT((head_params[i].grad() - expected[i]).abs().max().item<double>(), 1e-6) << i;

@@ -107,6 +107,12 @@ struct BayesAggStats {
   /// Per group, at the last full-data posterior: the distance ||M_N - phi|| between the
   /// posterior mean and the heads it was expanded at (regression: the weights), and ||phi||.
   std::vector<double> full_data_shift, head_norm;
+  /// Per group, at the last aggregation: ||M_B - phi||, the distance between the mean of the batch
+  /// posterior that the moments come from and the heads the losses come from.
+  std::vector<double> batch_shift;
+  /// At the last training step: the cosine between dL/dh and the linear-scalarisation gradient
+  /// d(sum_t L_t)/dh (1 = BayesAgg-MTL moves the representation as LS would).
+  double ls_cosine = 0.0;
 };
 
 /// Relative cost of one BayesAgg step of a group whose representation has `dim` dimensions: the
