@@ -14,12 +14,14 @@
 namespace bayesagg {
 namespace {
 
-/// Runs `f(g)` for every group g, concurrently over `lanes` (one thread each) when there are
-/// several, else in order with every intra-op thread for each group's own ops.
+/// Runs `f(g)` for every group g, concurrently over the lanes of `concurrent_group_lanes` (one
+/// thread each) when there are several, else in order with every intra-op thread for each group's
+/// own ops.
 template <class F>
-void for_each_group(size_t groups, const std::vector<std::vector<size_t>>& lanes, const F& f) {
+void for_each_group(const std::vector<TaskGroup>& groups, int64_t dim, const F& f) {
+  const auto lanes = concurrent_group_lanes(groups, dim, at::get_num_threads());
   if (lanes.size() <= 1 || at::in_parallel_region()) {
-    for (size_t g = 0; g < groups; ++g) f(g);
+    for (size_t g = 0; g < groups.size(); ++g) f(g);
     return;
   }
   at::parallel_for(0, static_cast<int64_t>(lanes.size()), 1, [&](int64_t begin, int64_t end) {
@@ -78,9 +80,13 @@ std::vector<std::vector<size_t>> concurrent_group_lanes(const std::vector<TaskGr
   if (lanes <= 1) return {};
   std::vector<size_t> order(groups.size());
   std::vector<double> cost(groups.size());
-  for (size_t g = 0; g < groups.size(); ++g) order[g] = g, cost[g] = group_step_cost(groups[g], dim);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    order[g] = g;
+    cost[g] = group_step_cost(groups[g], dim);
+  }
   // Longest first, each to the least loaded lane.
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return cost[a] > cost[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return cost[a] > cost[b]; });
   std::vector<std::vector<size_t>> out(lanes);
   std::vector<double> load(lanes, 0.0);
   double total = 0;
@@ -185,8 +191,7 @@ std::vector<PosteriorStats> BayesAgg::statistics(const at::Tensor& features, con
                                                  const std::vector<Head>& heads) const {
   at::NoGradGuard no_grad;
   std::vector<PosteriorStats> out(groups_.size());
-  for_each_group(groups_.size(), concurrent_group_lanes(groups_, dim_, at::get_num_threads()),
-                 [&](size_t g) {
+  for_each_group(groups_, dim_, [&](size_t g) {
     at::NoGradGuard guard;  // grad mode is thread-local
     out[g] = posterior_stats(groups_[g], features, labels[g], head_parameters(groups_[g], heads[g]),
                              options_.chunk_rows());
@@ -200,8 +205,7 @@ std::vector<GaussianPosterior> BayesAgg::full_data_posteriors(
               " groups, got ", stats.size());
   at::NoGradGuard no_grad;
   std::vector<GaussianPosterior> out(groups_.size());
-  for_each_group(groups_.size(), concurrent_group_lanes(groups_, dim_, at::get_num_threads()),
-                 [&](size_t g) {
+  for_each_group(groups_, dim_, [&](size_t g) {
     at::NoGradGuard guard;
     const GaussianPosterior prior = isotropic_prior(groups_[g], dim_, options_.gamma(groups_[g]));
     out[g] = posterior_update(groups_[g], prior, stats[g], head_parameters(groups_[g], heads[g]),
@@ -241,8 +245,7 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
   Aggregation out;
   out.groups.resize(groups_.size());
   std::vector<double> moment_jitter(groups_.size(), 0.0), shift(groups_.size(), 0.0);
-  for_each_group(groups_.size(), concurrent_group_lanes(groups_, dim_, at::get_num_threads()),
-                 [&](size_t g) {
+  for_each_group(groups_, dim_, [&](size_t g) {
     at::NoGradGuard guard;
     const TaskGroup& group = groups_[g];
     const at::Tensor phi = head_parameters(group, heads[g]);
@@ -335,9 +338,13 @@ at::Tensor BayesAgg::backward(const at::Tensor& losses, const std::vector<Head>&
   // 3. The trunk: dL/dh.
   const at::Tensor dl_dh = aggregate(full_, h, labels, heads).dL_dh.to(representation.dtype());
   representation.backward(dl_dh);
-  if (ls_dh.defined()) {
-    const double den = (dl_dh.norm() * ls_dh.norm()).item<double>();
-    stats_.ls_cosine = den > 0 ? (dl_dh * ls_dh).sum().item<double>() / den : 0.0;
+  {
+    // One host synchronisation for both diagnostics: |dL/dh|, |LS gradient| and their product.
+    const at::Tensor ls = ls_dh.defined() ? ls_dh : at::zeros_like(dl_dh);
+    const at::Tensor v = at::stack({dl_dh.norm(), ls.norm(), (dl_dh * ls).sum()}).to(at::kDouble);
+    const double* x = v.contiguous().data_ptr<double>();
+    stats_.dL_dh_norm = x[0];
+    stats_.ls_cosine = x[0] * x[1] > 0 ? x[2] / (x[0] * x[1]) : 0.0;
   }
   observe(h, labels);
   ++stats_.steps;

@@ -41,6 +41,12 @@ int64_t rows_per_chunk(int64_t requested, int64_t columns) {
   return std::max<int64_t>(64, std::min(requested, budget));
 }
 
+/// Position of (lo, hi), lo <= hi < n, in the row-major upper triangle (with diagonal) of an n x n
+/// matrix: the numbering of multiclass blocks (k, l) and of packed products h~_a h~_b.
+int64_t upper_index(int64_t lo, int64_t hi, int64_t n) {
+  return lo * n - lo * (lo - 1) / 2 + (hi - lo);
+}
+
 /// Positions, in the flattened block sums of `posterior_stats`, of every entry of the K q x K q
 /// multiclass GGN: block (k, l) is the sum of pair (min, max); entry (a, b) of a block is product
 /// (min, max) in the packed layout [pairs, q (q + 1) / 2] and (a, b) in the wide one [pairs, q, q].
@@ -54,15 +60,13 @@ at::Tensor multiclass_gather_index(int64_t rows, int64_t q, bool packed) {
   const int64_t nt = q * (q + 1) / 2, width = packed ? nt : q * q, p = rows * q;
   at::Tensor out = at::empty({p * p}, at::kLong);
   int64_t* ptr = out.data_ptr<int64_t>();
-  const auto tri = [](int64_t lo, int64_t hi, int64_t n) {
-    return lo * n - lo * (lo - 1) / 2 + (hi - lo);
-  };
   for (int64_t k = 0; k < rows; ++k) {
     for (int64_t a = 0; a < q; ++a) {
       for (int64_t l = 0; l < rows; ++l) {
-        const int64_t pair = tri(std::min(k, l), std::max(k, l), rows);
+        const int64_t pair = upper_index(std::min(k, l), std::max(k, l), rows);
         for (int64_t b = 0; b < q; ++b) {
-          *ptr++ = pair * width + (packed ? tri(std::min(a, b), std::max(a, b), q) : a * q + b);
+          *ptr++ = pair * width +
+                   (packed ? upper_index(std::min(a, b), std::max(a, b), q) : a * q + b);
         }
       }
     }
@@ -224,12 +228,11 @@ PosteriorStats posterior_stats(const TaskGroup& group, const at::Tensor& feature
       packed ? sums : sums.reshape({q, ns, q}).permute({1, 0, 2}).reshape({ns, q * q});
   // Blocks (k, l), k <= l, rows of the upper triangle: -O_kl off the diagonal, sums on it.
   const int64_t nb = rows * (rows + 1) / 2;
-  const auto block = [rows](int64_t k, int64_t l) { return k * rows - k * (k - 1) / 2 + (l - k); };
   std::vector<int64_t> off_block, diag_block, diag_source;
   for (int64_t j = 0; j < ns; ++j) {
-    off_block.push_back(block(first[j], second[j]));
-    diag_block.push_back(block(first[j], first[j]));
-    diag_block.push_back(block(second[j], second[j]));
+    off_block.push_back(upper_index(first[j], second[j], rows));
+    diag_block.push_back(upper_index(first[j], first[j], rows));
+    diag_block.push_back(upper_index(second[j], second[j], rows));
     diag_source.push_back(j);
     diag_source.push_back(j);
   }

@@ -34,10 +34,10 @@ void BayesAggMethod::backward(Step& step) {
     diagnostics_ = {{"warmup", 1.0}};
     return;
   }
-  const at::Tensor dh = agg_.backward(step.losses, step.heads, step.representation, step.labels);
+  agg_.backward(step.losses, step.heads, step.representation, step.labels);
   const BayesAggStats& st = agg_.stats();
   diagnostics_ = {{"warmup", 0.0},
-                  {"dL_dh_norm", dh.norm().item<double>()},
+                  {"dL_dh_norm", st.dL_dh_norm},
                   {"jitter_events", static_cast<double>(st.jitter_events)}};
   for (size_t g = 0; g < st.full_data_shift.size(); ++g) {
     diagnostics_["full_data_shift_" + std::to_string(g)] = st.full_data_shift[g];

@@ -108,6 +108,7 @@ TEST(BayesAgg, BackwardGivesHeadsTheirOrdinaryGradientAndTheTrunkDLdh) {
     EXPECT_NEAR(agg.stats().batch_shift[g], (want.groups[g].posterior.mean - phi).norm().item<double>(),
                 1e-9);
   }
+  EXPECT_NEAR(agg.stats().dL_dh_norm, dh.norm().item<double>(), 1e-9);
   EXPECT_NEAR(agg.stats().ls_cosine,
               ((dh * ls_dh).sum() / (dh.norm() * ls_dh.norm())).item<double>(), 1e-6);
   EXPECT_LT((dh - want_dh).abs().max().item<double>(), 1e-7);

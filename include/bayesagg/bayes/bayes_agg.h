@@ -110,6 +110,8 @@ struct BayesAggStats {
   /// Per group, at the last aggregation: ||M_B - phi||, the distance between the mean of the batch
   /// posterior that the moments come from and the heads the losses come from.
   std::vector<double> batch_shift;
+  /// At the last training step: the norm of dL/dh.
+  double dL_dh_norm = 0.0;
   /// At the last training step: the cosine between dL/dh and the linear-scalarisation gradient
   /// d(sum_t L_t)/dh (1 = BayesAgg-MTL moves the representation as LS would).
   double ls_cosine = 0.0;
