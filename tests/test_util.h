@@ -13,7 +13,7 @@
 
 namespace bayesagg::testing {
 
-/// The public fixtures: $BAYESAGG_FIXTURES, else ../shared/fixtures/public beside the repository.
+/// The public fixtures: $BAYESAGG_FIXTURES, else the repository's tests/fixtures.
 inline std::string fixture_dir() {
   if (const char* env = std::getenv("BAYESAGG_FIXTURES"); env && *env) return env;
   return BAYESAGG_DEFAULT_FIXTURES;
