@@ -25,27 +25,44 @@
 namespace bayesagg::cli {
 namespace {
 
-std::vector<std::string> split_list(const std::string& text) {
+/// Splits the method list at the commas outside brackets (`bayesagg[a=1,b=2]` is one item).
+std::vector<std::string> split_methods(const std::string& text) {
   std::vector<std::string> out;
-  std::stringstream ss(text);
   std::string item;
-  while (std::getline(ss, item, ',')) {
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    if (!item.empty()) out.push_back(item);
+  int depth = 0;
+  for (const char c : text + ",") {
+    if (c == '[') ++depth;
+    if (c == ']') --depth;
+    TORCH_CHECK(depth >= 0 && depth <= 1, "--methods: unbalanced brackets in '", text, "'");
+    if (c == ',' && depth == 0) {
+      item.erase(0, item.find_first_not_of(" \t"));
+      item.erase(item.find_last_not_of(" \t") + 1);
+      if (!item.empty()) out.push_back(item);
+      item.clear();
+    } else {
+      item += c;
+    }
   }
+  TORCH_CHECK(depth == 0, "--methods: unbalanced brackets in '", text, "'");
   return out;
 }
 
-/// Checks the method list: known names (or stl), no repeats.
+/// Checks the method list: known names (or stl) with valid overrides, no repeats.
 std::vector<std::string> parse_methods(const std::string& text) {
-  const std::vector<std::string> methods = split_list(text);
+  const std::vector<std::string> methods = split_methods(text);
   TORCH_CHECK(!methods.empty(), "--methods: expected a comma-separated list, got '", text, "'");
   auto known = method_names();
   known.push_back("stl");
   for (size_t i = 0; i < methods.size(); ++i) {
-    TORCH_CHECK(std::find(known.begin(), known.end(), methods[i]) != known.end(),
-                "--methods: unknown method '", methods[i], "' (known: ",
+    const MethodSpec spec = parse_method_spec(methods[i]);
+    TORCH_CHECK(spec.overrides.empty() || spec.name != "stl",
+                "--methods: stl takes no overrides, got '", methods[i], "'");
+    if (!spec.overrides.empty()) {
+      TrainOptions probe;
+      apply_setting(probe, "method", methods[i]);  // throws on an unknown key or a bad value
+    }
+    TORCH_CHECK(std::find(known.begin(), known.end(), spec.name) != known.end(),
+                "--methods: unknown method '", spec.name, "' (known: ",
                 std::accumulate(known.begin() + 1, known.end(), known.front(),
                                 [](std::string a, const std::string& b) { return a + ", " + b; }),
                 ")");
@@ -92,8 +109,9 @@ Command add_compare(CLI::App& app) {
       "metrics as mean ± std over seeds, Δm% against single-task learning, mean rank, and time "
       "per epoch relative to LS.");
   sub->add_option("--methods", a->methods,
-                  "Comma-separated methods, e.g. stl,ls,mgda,nashmtl,bayesagg; stl trains one "
-                  "model per task and gives the baselines of Δm")
+                  "Comma-separated methods, e.g. stl,ls,nashmtl,bayesagg-reference,bayesagg; a "
+                  "method may carry setting overrides, e.g. 'bayesagg[posterior=head,s-reg=0.1]' "
+                  "(an ablation row); stl trains one model per task and gives the baselines of Δm")
       ->required()
       ->type_name("LIST");
   sub->add_option("--seeds", a->seeds, "Seeds per method (default: 3)")
@@ -170,9 +188,10 @@ Command add_compare(CLI::App& app) {
       for (int64_t k = 0; k < a->seeds; ++k) {
         const uint64_t seed = a->first_seed + static_cast<uint64_t>(k);
         TrainOptions o = base;
-        o.seed(seed).out(
-            (std::filesystem::path(a->out) / m / ("seed" + std::to_string(seed))).string());
-        if (m != "stl") o.method(m);
+        o.seed(seed).out((std::filesystem::path(a->out) / method_spec_folder(m) /
+                          ("seed" + std::to_string(seed)))
+                             .string());
+        if (m != "stl") apply_setting(o, "method", m);
         std::cout << "\n##### [" << ++index << "/" << total << "] " << m << ", seed " << seed
                   << " -> " << o.out() << std::endl;
         CompareRun run;

@@ -5,6 +5,32 @@
 
 namespace bayesagg {
 
+Weighting parse_weighting(const std::string& name) {
+  if (name == "precision") return Weighting::precision;
+  if (name == "task") return Weighting::task;
+  if (name == "snr") return Weighting::snr;
+  TORCH_CHECK(false, "unknown weighting '", name, "' (expected precision, task or snr)");
+}
+
+GradientScale parse_gradient_scale(const std::string& name) {
+  if (name == "average") return GradientScale::average;
+  if (name == "sum") return GradientScale::sum;
+  TORCH_CHECK(false, "unknown gradient scale '", name, "' (expected average or sum)");
+}
+
+std::string to_string(GradientScale scale) {
+  return scale == GradientScale::sum ? "sum" : "average";
+}
+
+std::string to_string(Weighting weighting) {
+  switch (weighting) {
+    case Weighting::task: return "task";
+    case Weighting::snr: return "snr";
+    case Weighting::precision: break;
+  }
+  return "precision";
+}
+
 at::Tensor tempered_variance(const at::Tensor& var, double s, double floor) {
   TORCH_CHECK(s >= 0, "aggregation exponent must be >= 0, got ", s);
   TORCH_CHECK(floor > 0, "variance floor must be > 0, got ", floor);
@@ -20,6 +46,17 @@ void check_parts(const std::vector<at::Tensor>& parts, const char* what) {
                 parts[0].sizes());
   }
 }
+
+void check_pairs(const std::vector<at::Tensor>& means, const std::vector<at::Tensor>& vars) {
+  check_parts(means, "gradient means");
+  TORCH_CHECK(means.size() == vars.size(), "got ", means.size(), " mean groups but ", vars.size(),
+              " variance groups");
+  for (size_t g = 0; g < means.size(); ++g) {
+    TORCH_CHECK(means[g].sizes() == vars[g].sizes(), "group ", g, ": mean ", means[g].sizes(),
+                " and variance ", vars[g].sizes(), " differ in shape");
+  }
+}
+
 }  // namespace
 
 at::Tensor aggregation_weights(const std::vector<at::Tensor>& tempered_vars) {
@@ -30,19 +67,33 @@ at::Tensor aggregation_weights(const std::vector<at::Tensor>& tempered_vars) {
 
 at::Tensor aggregate(const std::vector<at::Tensor>& means,
                      const std::vector<at::Tensor>& tempered_vars) {
-  check_parts(means, "gradient means");
-  TORCH_CHECK(means.size() == tempered_vars.size(), "got ", means.size(), " mean groups but ",
-              tempered_vars.size(), " variance groups");
+  check_pairs(means, tempered_vars);
   at::Tensor num, den;
   for (size_t g = 0; g < means.size(); ++g) {
-    TORCH_CHECK(means[g].sizes() == tempered_vars[g].sizes(), "group ", g, ": mean ",
-                means[g].sizes(), " and variance ", tempered_vars[g].sizes(), " differ in shape");
     const at::Tensor prec = tempered_vars[g].reciprocal();
     const at::Tensor n = (means[g] * prec).sum(1), p = prec.sum(1);
     num = num.defined() ? num + n : n;
     den = den.defined() ? den + p : p;
   }
   return num / den / static_cast<double>(means[0].size(0));
+}
+
+at::Tensor aggregate_task_precision(const std::vector<at::Tensor>& means,
+                                    const std::vector<at::Tensor>& tempered_vars) {
+  check_pairs(means, tempered_vars);
+  const at::Tensor mu = at::cat(means, 1);                                  // [B, T, d]
+  const at::Tensor prec = at::cat(tempered_vars, 1).mean(at::IntArrayRef{0, 2}).reciprocal();  // [T]
+  const at::Tensor w = (prec / prec.sum()).view({1, -1, 1});
+  return (mu * w).sum(1) / static_cast<double>(mu.size(0));
+}
+
+at::Tensor aggregate_snr(const std::vector<at::Tensor>& means, const std::vector<at::Tensor>& vars,
+                         double floor) {
+  check_pairs(means, vars);
+  TORCH_CHECK(floor > 0, "variance floor must be > 0, got ", floor);
+  const at::Tensor mu = at::cat(means, 1), v = at::cat(vars, 1).clamp_min(floor);
+  const at::Tensor mu2 = mu * mu;
+  return (mu * mu2 / (mu2 + v)).mean(1) / static_cast<double>(mu.size(0));
 }
 
 }  // namespace bayesagg

@@ -52,6 +52,30 @@ void BayesAggOptions::validate() const {
   TORCH_CHECK(!antithetic() || rb_samples() % 2 == 0,
               "antithetic sampling needs an even rb_samples, got ", rb_samples());
   TORCH_CHECK(chunk_rows() >= 1, "chunk_rows must be >= 1, got ", chunk_rows());
+  TORCH_CHECK(!(centre() == PosteriorCentre::mode && refresh() == PosteriorRefresh::running),
+              "centre mode iterates on the data of the posterior, which running statistics do not "
+              "keep: use refresh epoch with centre mode, or centre head or newton with refresh "
+              "running");
+}
+
+PosteriorRefresh parse_posterior_refresh(const std::string& name) {
+  if (name == "epoch") return PosteriorRefresh::epoch;
+  if (name == "running") return PosteriorRefresh::running;
+  TORCH_CHECK(false, "unknown posterior refresh '", name, "' (expected epoch or running)");
+}
+
+std::string to_string(PosteriorRefresh refresh) {
+  return refresh == PosteriorRefresh::running ? "running" : "epoch";
+}
+
+ObservationNoise parse_observation_noise(const std::string& name) {
+  if (name == "fixed") return ObservationNoise::fixed;
+  if (name == "estimated") return ObservationNoise::estimated;
+  TORCH_CHECK(false, "unknown observation noise '", name, "' (expected fixed or estimated)");
+}
+
+std::string to_string(ObservationNoise noise) {
+  return noise == ObservationNoise::estimated ? "estimated" : "fixed";
 }
 
 std::ostream& operator<<(std::ostream& os, const BayesAggOptions& o) {
@@ -61,7 +85,10 @@ std::ostream& operator<<(std::ostream& os, const BayesAggOptions& o) {
             << ", binary_moments=" << to_string(o.binary_moments())
             << ", multiclass_moments=" << to_string(o.multiclass_moments())
             << ", rb_samples=" << o.rb_samples() << ", antithetic=" << o.antithetic()
-            << ", quadrature_points=" << o.quadrature_points() << ", seed=" << o.seed() << ")";
+            << ", quadrature_points=" << o.quadrature_points() << ", centre=" << to_string(o.centre())
+            << ", refresh=" << to_string(o.refresh()) << ", noise=" << to_string(o.noise())
+            << ", weighting=" << to_string(o.weighting()) << ", scale=" << to_string(o.scale())
+            << ", seed=" << o.seed() << ")";
 }
 
 double group_step_cost(const TaskGroup& group, int64_t dim) {
@@ -199,17 +226,39 @@ std::vector<PosteriorStats> BayesAgg::statistics(const at::Tensor& features, con
   return out;
 }
 
+GaussianPosterior BayesAgg::centred_posterior(size_t g, const GaussianPosterior& prior,
+                                              const PosteriorStats& stats,
+                                              const at::Tensor& features, const at::Tensor& labels,
+                                              const at::Tensor& phi) const {
+  const TaskGroup& group = groups_[g];
+  if (options_.centre() == PosteriorCentre::mode && group.is_classification()) {
+    TORCH_CHECK(features.defined() && labels.defined(),
+                "centre mode needs the posterior's data (features and labels), not only its "
+                "statistics");
+    return posterior_mode(group, prior, features, labels, phi, options_.mode(),
+                          options_.cholesky(), options_.chunk_rows())
+        .posterior;
+  }
+  GaussianPosterior post = posterior_update(group, prior, stats, phi, options_.cholesky());
+  if (options_.centre() == PosteriorCentre::head) post.mean = phi;
+  return post;
+}
+
 std::vector<GaussianPosterior> BayesAgg::full_data_posteriors(
-    const std::vector<PosteriorStats>& stats, const std::vector<Head>& heads) {
+    const std::vector<PosteriorStats>& stats, const std::vector<Head>& heads,
+    const at::Tensor& features, const Labels& labels) {
   TORCH_CHECK(stats.size() == groups_.size(), "expected statistics for ", groups_.size(),
               " groups, got ", stats.size());
+  TORCH_CHECK(labels.empty() || labels.size() == groups_.size(), "expected labels for ",
+              groups_.size(), " groups, got ", labels.size());
   at::NoGradGuard no_grad;
   std::vector<GaussianPosterior> out(groups_.size());
   for_each_group(groups_, dim_, [&](size_t g) {
     at::NoGradGuard guard;
     const GaussianPosterior prior = isotropic_prior(groups_[g], dim_, options_.gamma(groups_[g]));
-    out[g] = posterior_update(groups_[g], prior, stats[g], head_parameters(groups_[g], heads[g]),
-                              options_.cholesky());
+    out[g] = centred_posterior(g, prior, stats[g], features,
+                               labels.empty() ? at::Tensor() : labels[g],
+                               head_parameters(groups_[g], heads[g]));
   });
   stats_.full_data_shift.assign(groups_.size(), 0.0);
   stats_.head_norm.assign(groups_.size(), 0.0);
@@ -227,8 +276,11 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
                                 const at::Tensor& features, const Labels& labels,
                                 const std::vector<Head>& heads) {
   check_batch(features, labels, heads);
-  TORCH_CHECK(full_data.size() == groups_.size(), "expected ", groups_.size(),
-              " full-data posteriors, got ", full_data.size());
+  const bool running = options_.refresh() == PosteriorRefresh::running;
+  TORCH_CHECK(running ? running_.size() == groups_.size() : full_data.size() == groups_.size(),
+              running ? "refresh running: the running statistics have not been started (call "
+                        "backward, or load a checkpoint)"
+                      : "expected one full-data posterior per group");
   at::NoGradGuard no_grad;
   const at::Tensor h = features.detach().to(at::kDouble);
   const MomentOptions mopts = options_.moment_options();
@@ -249,27 +301,96 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
     at::NoGradGuard guard;
     const TaskGroup& group = groups_[g];
     const at::Tensor phi = head_parameters(group, heads[g]);
-    const PosteriorStats st = posterior_stats(group, h, labels[g], phi, options_.chunk_rows());
     GroupAggregation& ga = out.groups[g];
-    ga.posterior = posterior_update(group, full_data[g], st, phi, options_.cholesky());
+    ga.batch_stats = posterior_stats(group, h, labels[g], phi, options_.chunk_rows());
+    if (running) {
+      // The batch's prior: N(0, gamma I) with the running statistics, which exclude the batch.
+      PosteriorStats all;
+      all.add_(running_[g]);  // a copy: add_ accumulates in place
+      all.add_(ga.batch_stats);
+      ga.posterior = centred_posterior(g, isotropic_prior(group, dim_, options_.gamma(group)), all,
+                                       h, labels[g], phi);
+    } else {
+      ga.posterior = centred_posterior(g, full_data[g], ga.batch_stats, h, labels[g], phi);
+    }
     shift[g] = (ga.posterior.mean - phi).norm().item<double>();
+    // A head-centred regression posterior predicts with the head's bias too.
+    const bool with_bias = group.type == GroupType::regression &&
+                           options_.centre() == PosteriorCentre::head && heads[g].bias.defined();
+    const at::Tensor y = with_bias ? labels[g].to(at::kDouble) - heads[g].bias.detach().to(at::kDouble)
+                                   : labels[g];
     const MomentEstimator est = group.type == GroupType::multiclass ? options_.multiclass_moments()
                                                                     : options_.binary_moments();
-    const GradMoments m = gradient_moments(group, ga.posterior, h, labels[g], est, mopts, gens[g]);
+    const at::Tensor noise = g < noise_.size() ? noise_[g] : at::Tensor();
+    const GradMoments m = gradient_moments(group, ga.posterior, h, y, est, mopts, gens[g], noise);
     moment_jitter[g] = m.jitter;
     ga.grad_mean = m.mean;
+    ga.raw_var = m.var;
     ga.grad_var = tempered_variance(m.var, options_.s(group));
   });
   stats_.batch_shift = shift;
-  std::vector<at::Tensor> means, vars;
+  std::vector<at::Tensor> means, vars, raw;
   for (size_t g = 0; g < groups_.size(); ++g) {
     note_jitter(out.groups[g].posterior.jitter, "batch precision");
     note_jitter(moment_jitter[g], "rb estimator's logit covariance");
     means.push_back(out.groups[g].grad_mean);
     vars.push_back(out.groups[g].grad_var);
+    raw.push_back(out.groups[g].raw_var);
   }
-  out.dL_dh = bayesagg::aggregate(means, vars);
+  switch (options_.weighting()) {
+    case Weighting::precision: out.dL_dh = bayesagg::aggregate(means, vars); break;
+    case Weighting::task: out.dL_dh = aggregate_task_precision(means, vars); break;
+    case Weighting::snr: out.dL_dh = aggregate_snr(means, raw); break;
+  }
+  if (options_.scale() == GradientScale::sum) {
+    int64_t tasks = 0;
+    for (const auto& m : means) tasks += m.size(1);
+    out.dL_dh.mul_(static_cast<double>(tasks));
+  }
   return out;
+}
+
+void BayesAgg::start_epoch_posteriors(const std::vector<Head>& heads) {
+  at::NoGradGuard no_grad;
+  const bool running = options_.refresh() == PosteriorRefresh::running;
+  if (previous_.size() == 0 && !(running && !running_.empty())) {
+    TORCH_WARN("BayesAgg: no features were collected in a previous epoch; the first epoch's "
+               "full-data posteriors are the priors N(0, gamma I). Use at least one "
+               "linear-scalarisation warm-up epoch to avoid this.");
+  }
+  if (running && !running_.empty()) {
+    // The running statistics already summarise the last epoch's worth of batches.
+    full_ = full_data_posteriors(running_, heads);
+  } else {
+    auto st = statistics(previous_.features(), previous_.labels(), heads);
+    if (reducer_) reducer_(st);
+    full_ = full_data_posteriors(st, heads, previous_.features(), previous_.labels());
+    if (running) running_ = st;
+  }
+  noise_.assign(groups_.size(), at::Tensor());
+  stats_.noise.assign(groups_.size(), 1.0);
+  if (options_.noise() != ObservationNoise::estimated || previous_.size() == 0) return;
+  const Labels labels = previous_.labels();
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    if (groups_[g].type != GroupType::regression) continue;
+    noise_[g] = regression_noise(previous_.features(), labels[g], heads[g]);
+    stats_.noise[g] = noise_[g].mean().item<double>();
+  }
+}
+
+void BayesAgg::update_running(const Aggregation& aggregation, int64_t batch) {
+  if (options_.refresh() != PosteriorRefresh::running) return;
+  at::NoGradGuard no_grad;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    PosteriorStats& r = running_[g];
+    const PosteriorStats& b = aggregation.groups[g].batch_stats;
+    // Decay 1 - B / N keeps the running sum at the size of one epoch (N examples).
+    const double n = static_cast<double>(std::max<int64_t>(r.count, batch));
+    const double keep = std::max(0.0, 1.0 - static_cast<double>(batch) / n);
+    r.curvature.mul_(keep).add_(b.curvature);
+    r.rhs.mul_(keep).add_(b.rhs);
+    r.count = static_cast<int64_t>(n);
+  }
 }
 
 void BayesAgg::reserve(int64_t examples_per_epoch) {
@@ -325,18 +446,11 @@ at::Tensor BayesAgg::backward(const at::Tensor& losses, const std::vector<Head>&
   }
   // 2. Full-data posteriors at the first step of the epoch.
   const at::Tensor h = representation.detach();
-  if (full_.empty()) {
-    if (previous_.size() == 0) {
-      TORCH_WARN("BayesAgg: no features were collected in a previous epoch; the first epoch's "
-                 "full-data posteriors are the priors N(0, gamma I). Use at least one "
-                 "linear-scalarisation warm-up epoch to avoid this.");
-    }
-    auto st = statistics(previous_.features(), previous_.labels(), heads);
-    if (reducer_) reducer_(st);
-    full_ = full_data_posteriors(st, heads);
-  }
+  if (full_.empty()) start_epoch_posteriors(heads);
   // 3. The trunk: dL/dh.
-  const at::Tensor dl_dh = aggregate(full_, h, labels, heads).dL_dh.to(representation.dtype());
+  const Aggregation agg = aggregate(full_, h, labels, heads);
+  update_running(agg, h.size(0));
+  const at::Tensor dl_dh = agg.dL_dh.to(representation.dtype());
   representation.backward(dl_dh);
   {
     // One host synchronisation for both diagnostics: |dL/dh|, |LS gradient| and their product.

@@ -57,6 +57,16 @@ void BayesAgg::save(torch::serialize::OutputArchive& a) const {
     a.write(p + ".cholesky", full_[g].cholesky);
     a.write(p + ".jitter", scalar(full_[g].jitter));
   }
+  a.write("bayesagg.has_running", scalar(static_cast<int64_t>(running_.size())));
+  for (size_t g = 0; g < running_.size(); ++g) {
+    const std::string p = "bayesagg.running." + std::to_string(g);
+    a.write(p + ".curvature", running_[g].curvature);
+    a.write(p + ".rhs", running_[g].rhs);
+    a.write(p + ".count", scalar(running_[g].count));
+  }
+  for (size_t g = 0; g < noise_.size(); ++g) {
+    if (noise_[g].defined()) a.write("bayesagg.noise." + std::to_string(g), noise_[g]);
+  }
 }
 
 void BayesAgg::load(torch::serialize::InputArchive& a) {
@@ -82,6 +92,25 @@ void BayesAgg::load(torch::serialize::InputArchive& a) {
     post.cholesky = read(a, p + ".cholesky");
     post.jitter = read(a, p + ".jitter").item<double>();
     full_.push_back(post);
+  }
+  // Running statistics and noise estimates (absent from checkpoints of the reference variants).
+  running_.clear();
+  at::Tensor count;
+  const int64_t nr = a.try_read("bayesagg.has_running", count) ? count.item<int64_t>() : 0;
+  TORCH_CHECK(nr == 0 || nr == static_cast<int64_t>(groups_.size()),
+              "BayesAgg checkpoint has running statistics for ", nr, " groups, expected ",
+              groups_.size());
+  for (int64_t g = 0; g < nr; ++g) {
+    const std::string p = "bayesagg.running." + std::to_string(g);
+    PosteriorStats st;
+    st.curvature = read(a, p + ".curvature");
+    st.rhs = read(a, p + ".rhs");
+    st.count = read(a, p + ".count").item<int64_t>();
+    running_.push_back(st);
+  }
+  noise_.assign(groups_.size(), at::Tensor());
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    a.try_read("bayesagg.noise." + std::to_string(g), noise_[g]);
   }
 }
 

@@ -68,7 +68,7 @@ at::Tensor sample_posterior(const GaussianPosterior& posterior, int64_t n, at::G
 }
 
 GradMoments regression_moments(const GaussianPosterior& post, const at::Tensor& features,
-                               const at::Tensor& labels) {
+                               const at::Tensor& labels, const at::Tensor& noise) {
   const at::Tensor h = features.to(at::kDouble);
   const at::Tensor y = labels.to(at::kDouble);
   const at::Tensor m = post.mean;             // [o, d]
@@ -80,10 +80,21 @@ GradMoments regression_moments(const GaussianPosterior& post, const at::Tensor& 
   const at::Tensor r = at::matmul(h, m.t()) - y;            // [B, o]
   const at::Tensor sjj = s.diagonal();                      // [d]
   const at::Tensor r3 = r.unsqueeze(2), c3 = c.unsqueeze(1), m3 = m.unsqueeze(0);
+  const at::Tensor q3 = q.view({-1, 1, 1});
   GradMoments out;
-  out.mean = 2 * (c3 + r3 * m3);
-  out.var = 4 * ((r3.pow(2) + q.view({-1, 1, 1})) * sjj + q.view({-1, 1, 1}) * m3.pow(2) +
-                 2 * r3 * m3 * c3 + c3.pow(2));
+  if (!noise.defined()) {
+    out.mean = 2 * (c3 + r3 * m3);
+    out.var = 4 * ((r3.pow(2) + q3) * sjj + q3 * m3.pow(2) + 2 * r3 * m3 * c3 + c3.pow(2));
+    return out;
+  }
+  TORCH_CHECK(noise.dim() == 1 && noise.size(0) == m.size(0), "regression noise must be [",
+              m.size(0), "], got ", noise.sizes());
+  TORCH_CHECK(noise.gt(0).all().item<bool>(), "regression noise variances must be > 0");
+  // g = 2 r w / s2 with w ~ N(m, s2 S): every term scales with the output's noise s2.
+  const at::Tensor inv = noise.to(at::kDouble).reciprocal().view({1, -1, 1});  // [1, o, 1]
+  out.mean = 2 * (c3 + r3 * m3 * inv);
+  out.var = 4 * ((r3.pow(2) * inv + q3) * sjj + q3 * m3.pow(2) * inv + 2 * r3 * m3 * c3 * inv +
+                 c3.pow(2));
   return out;
 }
 
@@ -292,9 +303,9 @@ GradMoments multiclass_moments_rb(const GaussianPosterior& post, const at::Tenso
 GradMoments gradient_moments(const TaskGroup& group, const GaussianPosterior& posterior,
                              const at::Tensor& features, const at::Tensor& labels,
                              MomentEstimator estimator, const MomentOptions& options,
-                             at::Generator& generator) {
+                             at::Generator& generator, const at::Tensor& noise) {
   switch (group.type) {
-    case GroupType::regression: return regression_moments(posterior, features, labels);
+    case GroupType::regression: return regression_moments(posterior, features, labels, noise);
     case GroupType::binary:
       TORCH_CHECK(estimator != MomentEstimator::rao_blackwell,
                   "the rb estimator applies to multiclass groups only (binary: exact or mc)");

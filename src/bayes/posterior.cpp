@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -75,7 +76,47 @@ at::Tensor multiclass_gather_index(int64_t rows, int64_t q, bool packed) {
   return index;
 }
 
+/// Summed loss of the examples at `phi` (classification layouts), float64, in chunks.
+double summed_loss(const TaskGroup& group, const at::Tensor& features, const at::Tensor& labels,
+                   const at::Tensor& phi, int64_t chunk_rows) {
+  const int64_t n = features.size(0), q = features.size(1) + 1;
+  const at::Tensor w = phi.reshape({group.outputs, q});
+  double total = 0.0;
+  const int64_t step = rows_per_chunk(chunk_rows, group.outputs);
+  for (int64_t s = 0; s < n; s += step) {
+    const int64_t m = std::min(step, n - s);
+    const at::Tensor logits = at::matmul(with_bias_column(features.narrow(0, s, m)), w.t());
+    if (group.type == GroupType::binary) {
+      const at::Tensor y = labels.narrow(0, s, m).to(at::kDouble);
+      // BCE with logits, stably: max(z, 0) - z y + log(1 + exp(-|z|)).
+      total += (logits.clamp_min(0) - logits * y + at::log1p(at::exp(-logits.abs())))
+                   .sum()
+                   .item<double>();
+    } else {
+      const at::Tensor c = labels.narrow(0, s, m).to(at::kLong).unsqueeze(1);
+      total += (at::logsumexp(logits, 1) - logits.gather(1, c).squeeze(1)).sum().item<double>();
+    }
+  }
+  return total;
+}
+
 }  // namespace
+
+PosteriorCentre parse_posterior_centre(const std::string& name) {
+  if (name == "newton") return PosteriorCentre::newton;
+  if (name == "head") return PosteriorCentre::head;
+  if (name == "mode") return PosteriorCentre::mode;
+  TORCH_CHECK(false, "unknown posterior centre '", name, "' (expected newton, head or mode)");
+}
+
+std::string to_string(PosteriorCentre centre) {
+  switch (centre) {
+    case PosteriorCentre::head: return "head";
+    case PosteriorCentre::mode: return "mode";
+    case PosteriorCentre::newton: break;
+  }
+  return "newton";
+}
 
 at::Tensor GaussianPosterior::covariance() const {
   TORCH_CHECK(cholesky.defined(), "posterior has no Cholesky factor");
@@ -277,6 +318,83 @@ GaussianPosterior posterior_update(const TaskGroup& group, const GaussianPosteri
     post.mean = (phi - at::cholesky_solve(a.unsqueeze(-1), post.cholesky).squeeze(-1)).contiguous();
   }
   return post;
+}
+
+double posterior_objective(const TaskGroup& group, const GaussianPosterior& prior,
+                           const at::Tensor& features, const at::Tensor& labels,
+                           const at::Tensor& phi, int64_t chunk_rows) {
+  TORCH_CHECK(group.is_classification(), "posterior_objective is for classification groups, got ",
+              group.str());
+  TORCH_CHECK(phi.sizes() == prior.mean.sizes(), "phi of ", group.str(), " must have shape ",
+              prior.mean.sizes(), ", got ", phi.sizes());
+  const at::Tensor dev = (phi - prior.mean).unsqueeze(-1);  // [blocks, p, 1]
+  const double penalty =
+      0.5 * at::matmul(dev.transpose(-2, -1), at::matmul(prior.precision, dev)).sum().item<double>();
+  return summed_loss(group, features, labels, phi, chunk_rows) + penalty;
+}
+
+ModeResult posterior_mode(const TaskGroup& group, const GaussianPosterior& prior,
+                          const at::Tensor& features, const at::Tensor& labels,
+                          const at::Tensor& phi, const ModeOptions& options,
+                          const CholeskyOptions& cholesky, int64_t chunk_rows) {
+  TORCH_CHECK(options.max_iterations() >= 1 && options.max_halvings() >= 0 &&
+                  options.tolerance() >= 0,
+              "ModeOptions: max_iterations must be >= 1, max_halvings and tolerance >= 0, got ",
+              options.max_iterations(), ", ", options.max_halvings(), ", ", options.tolerance());
+  ModeResult out;
+  if (!group.is_classification()) {
+    out.posterior = posterior_update(group, prior, posterior_stats(group, features, labels, phi,
+                                                                   chunk_rows),
+                                     phi, cholesky);
+    out.converged = true;
+    return out;
+  }
+  at::Tensor x = phi.to(at::kDouble).contiguous();
+  double j = posterior_objective(group, prior, features, labels, x, chunk_rows);
+  out.objective.push_back(j);
+  for (;;) {
+    const PosteriorStats st = posterior_stats(group, features, labels, x, chunk_rows);
+    GaussianPosterior step = posterior_update(group, prior, st, x, cholesky);
+    const at::Tensor dir = step.mean - x;  // -Lambda^-1 a
+    const at::Tensor a =
+        st.rhs + at::matmul(prior.precision, (x - prior.mean).unsqueeze(-1)).squeeze(-1);
+    const double slope = (a * dir).sum().item<double>();  // a^T dir = -a^T Lambda^-1 a <= 0
+    step.mean = x;  // the posterior at the accepted point
+    out.posterior = step;
+    if (-0.5 * slope <= options.tolerance() * (1.0 + std::abs(j))) {
+      out.converged = true;
+      break;
+    }
+    if (out.iterations == options.max_iterations()) break;
+    // Backtracking: the largest t = 2^-k with J(x + t dir) <= J(x) + 1e-4 t a^T dir.
+    double t = 1.0, candidate = j;
+    bool accepted = false;
+    for (int64_t k = 0; k <= options.max_halvings(); ++k, t *= 0.5) {
+      candidate = posterior_objective(group, prior, features, labels, x + t * dir, chunk_rows);
+      if (std::isfinite(candidate) && candidate <= j + 1e-4 * t * slope) {
+        accepted = true;
+        break;
+      }
+    }
+    if (!accepted) break;  // no decrease along the Newton direction: x is as good as it gets
+    x = (x + t * dir).contiguous();
+    j = candidate;
+    out.objective.push_back(j);
+    ++out.iterations;
+  }
+  return out;
+}
+
+at::Tensor regression_noise(const at::Tensor& features, const at::Tensor& labels,
+                            const Head& head, double floor) {
+  TORCH_CHECK(features.dim() == 2 && labels.dim() == 2 && features.size(0) == labels.size(0),
+              "regression_noise: expected features [N, d] and labels [N, o], got ",
+              features.sizes(), " and ", labels.sizes());
+  TORCH_CHECK(features.size(0) >= 1, "regression_noise needs at least one example");
+  TORCH_CHECK(floor > 0, "regression_noise: floor must be > 0, got ", floor);
+  at::Tensor pred = at::matmul(features.to(at::kDouble), head.weight.detach().to(at::kDouble).t());
+  if (head.bias.defined()) pred = pred + head.bias.detach().to(at::kDouble);
+  return (pred - labels.to(at::kDouble)).pow(2).mean(0).clamp_min(floor);
 }
 
 }  // namespace bayesagg

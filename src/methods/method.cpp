@@ -14,8 +14,9 @@ void LinearScalarization::backward(Step& step) {
 }
 
 BayesAggMethod::BayesAggMethod(std::vector<TaskGroup> groups, int64_t dim, BayesAggOptions options,
-                               int64_t ls_epochs)
-    : agg_(std::move(groups), dim, std::move(options)), ls_epochs_(ls_epochs) {
+                               int64_t ls_epochs, std::string name)
+    : agg_(std::move(groups), dim, std::move(options)), ls_epochs_(ls_epochs),
+      name_(std::move(name)) {
   TORCH_CHECK(ls_epochs >= 0, "ls_epochs must be >= 0, got ", ls_epochs);
 }
 
@@ -46,11 +47,20 @@ void BayesAggMethod::backward(Step& step) {
   for (size_t g = 0; g < st.batch_shift.size(); ++g) {
     diagnostics_["batch_shift_" + std::to_string(g)] = st.batch_shift[g];
   }
+  for (size_t g = 0; g < agg_.observation_noise().size(); ++g) {
+    if (agg_.observation_noise()[g].defined()) {
+      diagnostics_["noise_" + std::to_string(g)] = st.noise[g];
+    }
+  }
   diagnostics_["ls_cosine"] = st.ls_cosine;
 }
 
+bool is_bayesagg_method(const std::string& name) {
+  return name == "bayesagg" || name == "bayesagg-reference";
+}
+
 std::vector<std::string> method_names() {
-  std::vector<std::string> names{"ls", "bayesagg"};
+  std::vector<std::string> names{"ls", "bayesagg", "bayesagg-reference"};
   for (const auto& n : baseline_method_names()) names.push_back(n);
   return names;
 }
@@ -58,8 +68,8 @@ std::vector<std::string> method_names() {
 std::unique_ptr<Method> make_method(const std::string& name, const std::vector<TaskGroup>& groups,
                                     int64_t dim, const MethodConfig& config) {
   if (name == "ls") return std::make_unique<LinearScalarization>();
-  if (name == "bayesagg") {
-    return std::make_unique<BayesAggMethod>(groups, dim, config.bayesagg, config.ls_epochs);
+  if (is_bayesagg_method(name)) {
+    return std::make_unique<BayesAggMethod>(groups, dim, config.bayesagg, config.ls_epochs, name);
   }
   if (auto baseline = make_baseline_method(name, groups, dim, config)) return baseline;
   std::string known;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -17,6 +18,8 @@
 
 namespace bayesagg {
 namespace {
+
+std::string raw_setting_value(const TrainOptions& o, const std::string& key);
 
 std::string join(const std::vector<std::string>& v) {
   std::string s;
@@ -70,7 +73,7 @@ std::string num(double v) {
 std::string other_methods() {
   std::vector<std::string> rest;
   for (const auto& m : method_names()) {
-    if (m != "ls" && m != "bayesagg") rest.push_back(m);
+    if (m != "ls" && !is_bayesagg_method(m)) rest.push_back(m);
   }
   return rest.empty() ? "" : ", or a baseline method: " + join(rest);
 }
@@ -169,7 +172,7 @@ void TrainOptions::validate() const {
   TORCH_CHECK(d == "cpu" || d.rfind("cuda", 0) == 0, "--device must be cpu or cuda[:N], got '",
               d, "'");
   bayesagg().validate();
-  TORCH_CHECK(resolved_eval_regression() == "head" || method() == "bayesagg",
+  TORCH_CHECK(resolved_eval_regression() == "head" || is_bayesagg_method(method()),
               "--eval-regression posterior needs --method bayesagg (the full-data posterior), got '",
               method(), "'");
   const auto& g = gradient();
@@ -195,7 +198,69 @@ void TrainOptions::validate() const {
 
 std::string TrainOptions::resolved_eval_regression() const {
   if (eval_regression() != "auto") return eval_regression();
-  return benchmark() == "utkface" && method() == "bayesagg" ? "posterior" : "head";
+  return benchmark() == "utkface" && is_bayesagg_method(method()) ? "posterior" : "head";
+}
+
+std::vector<std::pair<std::string, std::string>> method_preset(const std::string& method,
+                                                               const std::string& benchmark) {
+  if (method == "bayesagg-reference") {
+    return {{"posterior", "newton"}, {"refresh", "epoch"}, {"noise", "fixed"},
+            {"weighting", "precision"}, {"scale", "average"}};
+  }
+  if (method == "bayesagg") {
+    // Chosen on validation data (docs/results/ablation-*.md, docs/bayesagg.md).
+    return {{"posterior", "head"}, {"refresh", "epoch"}, {"noise", "fixed"},
+            {"weighting", "precision"}, {"scale", "sum"}};
+  }
+  return {};
+}
+
+TrainOptions TrainOptions::with_method_preset() const {
+  TrainOptions out = *this;
+  const TrainOptions defaults;
+  for (const auto& [key, value] : method_preset(method(), benchmark())) {
+    if (explicit_settings.count(key)) continue;
+    // A value changed in code (not through apply_setting) counts as explicit too.
+    if (raw_setting_value(*this, key) != raw_setting_value(defaults, key)) continue;
+    apply_setting(out, key, value);
+    out.explicit_settings.erase(key);
+  }
+  return out;
+}
+
+MethodSpec parse_method_spec(const std::string& text) {
+  MethodSpec spec;
+  const auto open = text.find('[');
+  if (open == std::string::npos) {
+    TORCH_CHECK(text.find(']') == std::string::npos, "method spec '", text,
+                "': ']' without '['");
+    spec.name = text;
+    return spec;
+  }
+  TORCH_CHECK(open > 0 && text.back() == ']' && text.find('[', open + 1) == std::string::npos &&
+                  text.find(']') == text.size() - 1,
+              "method spec '", text, "': expected name[key=value,...]");
+  spec.name = text.substr(0, open);
+  std::stringstream items(text.substr(open + 1, text.size() - open - 2));
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    const auto eq = item.find('=');
+    TORCH_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < item.size(), "method spec '", text,
+                "': '", item, "' is not key=value");
+    spec.overrides.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+  }
+  TORCH_CHECK(!spec.overrides.empty(), "method spec '", text, "': no overrides inside [ ]");
+  return spec;
+}
+
+std::string method_spec_folder(const std::string& text) {
+  const MethodSpec spec = parse_method_spec(text);
+  std::string out = spec.name;
+  for (const auto& [k, v] : spec.overrides) out += "-" + k + "_" + v;
+  for (char& c : out) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
+  }
+  return out;
 }
 
 bool is_default_protocol(const TrainOptions& o) {
@@ -230,7 +295,11 @@ nlohmann::ordered_json comparable_config(const std::string& text) {
 
 std::string first_setting_difference(const std::string& config_a, const std::string& config_b) {
   const nlohmann::ordered_json a = comparable_config(config_a), b = comparable_config(config_b);
+  // Defaults of a method without a preset: what a config written before a setting existed meant.
+  static const nlohmann::ordered_json defaults =
+      comparable_config(options_to_json(TrainOptions().method("ls")));
   for (const auto& [key, value] : b.items()) {
+    if (!a.contains(key) && defaults.contains(key) && defaults[key] == value) continue;
     if (!a.contains(key) || a[key] != value) return key;
   }
   for (const auto& [key, value] : a.items()) {
@@ -324,6 +393,27 @@ const std::vector<SettingInfo>& train_settings() {
        "BayesAgg-MTL: logit samples per step of the rb multiclass estimator (default: 16)"},
       {"quadrature-points", "N",
        "BayesAgg-MTL: Gauss-Hermite points of the exact binary moments (default: 48)"},
+      {"posterior", "newton|head|mode",
+       "BayesAgg-MTL: centre of the classification posteriors: one Newton step from the heads "
+       "(newton, the reference), the heads themselves (head), or guarded Newton iterations to "
+       "the mode (mode) (default: the method's; bayesagg-reference: newton)"},
+      {"refresh", "epoch|running",
+       "BayesAgg-MTL: the batch posteriors' prior, built once per epoch (epoch, the reference) "
+       "or from running statistics that follow the trunk (running) (default: the method's; "
+       "bayesagg-reference: epoch)"},
+      {"noise", "fixed|estimated",
+       "BayesAgg-MTL: regression observation noise, 1 (fixed, the reference) or estimated per "
+       "task from the previous epoch's residuals (estimated) (default: the method's; "
+       "bayesagg-reference: fixed)"},
+      {"weighting", "precision|task|snr",
+       "BayesAgg-MTL: how the tasks' gradient moments combine: tempered precision per example "
+       "and dimension (precision, the reference), one precision weight per task (task), or "
+       "each mean shrunk by its signal-to-noise ratio and summed (snr) (default: the method's; "
+       "bayesagg-reference: precision)"},
+      {"scale", "average|sum",
+       "BayesAgg-MTL: dL/dh as the weighted average over tasks (average, the reference) or T "
+       "times it, the size of linear scalarisation's sum (sum) (default: the method's; "
+       "bayesagg-reference: average)"},
       {"head-gradient", "sum|weighted",
        "Gradient baselines: the heads get the gradient of the plain sum of losses (sum, MGDA's "
        "Algorithm 2) or of the method's weighted sum (weighted) (default: sum)"},
@@ -358,10 +448,17 @@ const std::vector<SettingInfo>& train_settings() {
 
 void apply_setting(TrainOptions& o, const std::string& key, const std::string& v) {
   auto& b = o.bayesagg();
+  if (key != "method") o.explicit_settings.insert(key);
   if (key == "benchmark") {
     o.benchmark(v);
   } else if (key == "method") {
-    o.method(v);
+    const MethodSpec spec = parse_method_spec(v);
+    o.method(spec.name);
+    o.explicit_settings.insert(key);
+    for (const auto& [k, value] : spec.overrides) {
+      TORCH_CHECK(k != "method", "--method ", v, ": a method spec cannot override 'method'");
+      apply_setting(o, k, value);
+    }
   } else if (key == "stl-task") {
     o.stl_task(v);
   } else if (key == "epochs") {
@@ -438,6 +535,16 @@ void apply_setting(TrainOptions& o, const std::string& key, const std::string& v
     b.rb_samples(parse_int(key, v));
   } else if (key == "quadrature-points") {
     b.quadrature_points(parse_int(key, v));
+  } else if (key == "posterior") {
+    b.centre(parse_posterior_centre(v));
+  } else if (key == "refresh") {
+    b.refresh(parse_posterior_refresh(v));
+  } else if (key == "noise") {
+    b.noise(parse_observation_noise(v));
+  } else if (key == "weighting") {
+    b.weighting(parse_weighting(v));
+  } else if (key == "scale") {
+    b.scale(parse_gradient_scale(v));
   } else if (key == "head-gradient") {
     TORCH_CHECK(v == "sum" || v == "weighted", "--head-gradient must be sum or weighted, got '",
                 v, "'");
@@ -487,7 +594,10 @@ void apply_setting(TrainOptions& o, const std::string& key, const std::string& v
   }
 }
 
-std::string setting_value(const TrainOptions& o, const std::string& key) {
+namespace {
+
+/// The value of a setting as `o` holds it, without the method's preset.
+std::string raw_setting_value(const TrainOptions& o, const std::string& key) {
   const auto& b = o.bayesagg();
   if (key == "benchmark") return o.benchmark();
   if (key == "method") return o.method();
@@ -528,6 +638,11 @@ std::string setting_value(const TrainOptions& o, const std::string& key) {
   if (key == "multiclass-moments") return to_string(b.multiclass_moments());
   if (key == "rb-samples") return std::to_string(b.rb_samples());
   if (key == "quadrature-points") return std::to_string(b.quadrature_points());
+  if (key == "posterior") return to_string(b.centre());
+  if (key == "refresh") return to_string(b.refresh());
+  if (key == "noise") return to_string(b.noise());
+  if (key == "weighting") return to_string(b.weighting());
+  if (key == "scale") return to_string(b.scale());
   const auto& g = o.gradient();
   const auto& w = o.weighting();
   if (key == "head-gradient") return g.heads() == HeadGradient::sum ? "sum" : "weighted";
@@ -551,6 +666,12 @@ std::string setting_value(const TrainOptions& o, const std::string& key) {
   if (key == "progress") return o.progress();
   if (key == "overwrite") return o.overwrite() ? "true" : "false";
   TORCH_CHECK(false, "unknown setting '", key, "'");
+}
+
+}  // namespace
+
+std::string setting_value(const TrainOptions& o, const std::string& key) {
+  return raw_setting_value(o.with_method_preset(), key);
 }
 
 void apply_config_json(TrainOptions& options, const std::string& json_text,
@@ -601,11 +722,12 @@ void apply_config_json(TrainOptions& options, const std::string& json_text,
   }
 }
 
-std::string options_to_json(const TrainOptions& options) {
+std::string options_to_json(const TrainOptions& unresolved) {
+  const TrainOptions options = unresolved.with_method_preset();
   nlohmann::ordered_json j;
   for (const auto& s : train_settings()) {
     if (s.key == "gamma") continue;  // recorded as gamma-reg and gamma-cls
-    const std::string v = setting_value(options, s.key);
+    const std::string v = raw_setting_value(options, s.key);
     nlohmann::ordered_json value;
     if (s.value_name == "N" || s.value_name == "T") {
       value = std::stoll(v);

@@ -206,7 +206,7 @@ void Trainer::set_log(std::ostream* log) { impl_->log = log; }
 TrainSummary Trainer::run() {
   namespace fs = std::filesystem;
   const auto session_start = Clock::now();
-  TrainOptions o = impl_->options;
+  TrainOptions o = impl_->options.with_method_preset();
   o.validate();
   std::ostream* log = impl_->log;
   const int64_t epochs = o.resolved_epochs();

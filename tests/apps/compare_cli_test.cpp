@@ -68,4 +68,27 @@ TEST(CompareCli, RejectsUnknownAndRepeatedMethods) {
   EXPECT_TRUE(contains(r.err, "'ls' is listed twice")) << r.err;
 }
 
+TEST(CompareCli, MethodSpecsAreRowsOfTheirOwn) {
+  TempDir dir("bayesagg_compare_cli_");
+  const auto r = run_cli(
+      "compare --benchmark synthetic-regression --methods "
+      "'ls,bayesagg-reference,bayesagg[posterior=head,weighting=snr,ls-epochs=1]' --seeds 1 "
+      "--epochs 2 --train-subset 256 --batch-size 128 --threads 1 --progress none --out " +
+      dir.path.string() + " > " + dir.file("log"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string md = read(dir.file("table.md"));
+  EXPECT_TRUE(contains(md, "| bayesagg[posterior=head,weighting=snr,ls-epochs=1] |")) << md;
+  EXPECT_TRUE(contains(md, "| bayesagg-reference |")) << md;
+  const std::string config =
+      read(dir.file("bayesagg-posterior_head-weighting_snr-ls-epochs_1/seed1/config.json"));
+  EXPECT_TRUE(contains(config, "\"weighting\": \"snr\"")) << config;
+  EXPECT_TRUE(contains(read(dir.file("bayesagg-reference/seed1/config.json")),
+                       "\"posterior\": \"newton\""));
+  const auto bad = run_cli("compare --benchmark synthetic-regression --methods "
+                           "'ls,bayesagg[posterior=sideways]' --out " + dir.path.string() +
+                           " > /dev/null");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_TRUE(contains(bad.err, "sideways")) << bad.err;
+}
+
 }  // namespace

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <limits>
@@ -289,6 +290,64 @@ TEST(TrainOptions, CudaWithoutCudaGivesAClearError) {
       EXPECT_NE(std::string(e.msg()).find("no CUDA"), std::string::npos) << e.msg();
     }
   }
+}
+
+
+TEST(TrainOptions, MethodPresetsGiveDefaultsThatExplicitSettingsOverride) {
+  // bayesagg: the project's variant; bayesagg-reference: the authors' method (the defaults).
+  const TrainOptions variant = TrainOptions().method("bayesagg").with_method_preset();
+  for (const auto& [key, value] : method_preset("bayesagg", "multi-fashion")) {
+    EXPECT_EQ(setting_value(variant, key), value) << key;
+  }
+  const TrainOptions ref = TrainOptions().method("bayesagg-reference").with_method_preset();
+  const BayesAggOptions r = ref.bayesagg();
+  EXPECT_EQ(r.centre(), PosteriorCentre::newton);
+  EXPECT_EQ(r.refresh(), PosteriorRefresh::epoch);
+  EXPECT_EQ(r.noise(), ObservationNoise::fixed);
+  EXPECT_EQ(r.weighting(), Weighting::precision);
+  // An explicit setting wins over the preset, in either order.
+  TrainOptions o;
+  apply_setting(o, "posterior", "mode");
+  apply_setting(o, "method", "bayesagg");
+  EXPECT_EQ(o.with_method_preset().bayesagg().centre(), PosteriorCentre::mode);
+  // A value changed in code counts as explicit too.
+  TrainOptions c = TrainOptions().method("bayesagg");
+  c.bayesagg().weighting(Weighting::task);
+  EXPECT_EQ(c.with_method_preset().bayesagg().weighting(), Weighting::task);
+  // Idempotent, and config.json records the resolved values, which resume reads back.
+  EXPECT_EQ(options_to_json(variant), options_to_json(variant.with_method_preset()));
+  TrainOptions back;
+  apply_config_json(back, options_to_json(TrainOptions().method("bayesagg")), "config");
+  EXPECT_EQ(options_to_json(back), options_to_json(TrainOptions().method("bayesagg")));
+}
+
+TEST(TrainOptions, MethodSpecsCarryOverrides) {
+  TrainOptions o;
+  apply_setting(o, "s-cls", "0.5");
+  apply_setting(o, "method", "bayesagg[posterior=head,s-reg=0.1,weighting=snr]");
+  EXPECT_EQ(o.method(), "bayesagg");
+  EXPECT_DOUBLE_EQ(o.bayesagg().s_regression(), 0.1);
+  EXPECT_DOUBLE_EQ(o.bayesagg().s_classification(), 0.5);
+  EXPECT_EQ(o.bayesagg().weighting(), Weighting::snr);
+  EXPECT_EQ(method_spec_folder("bayesagg[posterior=head,s-reg=0.1]"),
+            "bayesagg-posterior_head-s-reg_0.1");
+  EXPECT_EQ(method_spec_folder("ls"), "ls");
+  EXPECT_THROW(parse_method_spec("bayesagg[posterior]"), c10::Error);
+  EXPECT_THROW(parse_method_spec("bayesagg[posterior=head"), c10::Error);
+  EXPECT_THROW(parse_method_spec("bayesagg[]"), c10::Error);
+  EXPECT_THROW(apply_setting(o, "method", "bayesagg[posterior=sideways]"), c10::Error);
+  EXPECT_THROW(apply_setting(o, "method", "bayesagg[nope=1]"), c10::Error);
+}
+
+TEST(TrainOptions, OlderConfigsWithoutANewSettingStayComparable) {
+  // A config written before `weighting` existed: equal when the new one has the default there.
+  const std::string now = options_to_json(TrainOptions().method("ls"));
+  auto old = nlohmann::ordered_json::parse(now);
+  old.erase("weighting");
+  EXPECT_EQ(first_setting_difference(old.dump(), now), "");
+  TrainOptions snr = TrainOptions().method("ls");
+  apply_setting(snr, "weighting", "snr");
+  EXPECT_EQ(first_setting_difference(old.dump(), options_to_json(snr)), "weighting");
 }
 
 }  // namespace

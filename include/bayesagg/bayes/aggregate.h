@@ -1,11 +1,46 @@
 #pragma once
-/// Tempered precision weighting of per-task gradient moments (spec section 5).
+/// Combining per-task gradient moments into dL/dh: the reference's tempered precision weighting
+/// (spec section 5) and two weightings that do not reward vanishing gradients.
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <vector>
 
 namespace bayesagg {
+
+/// How the per-task gradient moments are combined.
+enum class Weighting {
+  /// Per example and dimension, weights proportional to 1 / max(v, 1e-8)^s, summing to one over
+  /// tasks (the reference).
+  precision,
+  /// One weight per task, proportional to 1 / (the batch mean of its tempered variance), summing
+  /// to one over tasks: a task's weight reflects how certain its gradients are overall, and an
+  /// example whose gradient vanishes does not pull the weight of its task up.
+  task,
+  /// Per example and dimension, each task's mean shrunk by its signal-to-noise ratio,
+  /// mu * mu^2 / (mu^2 + v) (the posterior-mean estimate of the gradient times the Wiener factor),
+  /// averaged over tasks: certain gradients pass whole, uncertain ones are damped, and nothing is
+  /// renormalised across tasks.
+  snr,
+};
+/// `precision` / `task` / `snr`.
+Weighting parse_weighting(const std::string& name);
+std::string to_string(Weighting weighting);
+
+/// The size of dL/dh. Every weighting gives a weighted average over the tasks (weights summing to
+/// one), 1/T of linear scalarisation's sum when the weights are equal.
+enum class GradientScale {
+  /// The weighted average (the reference).
+  average,
+  /// T times the weighted average: linear scalarisation's size. After the LS warm-up epochs,
+  /// Adam's second-moment estimate of the trunk's gradients remembers LS's size; an average T
+  /// times smaller shrinks the trunk's steps by up to T for ~1 / (1 - beta2) steps.
+  sum,
+};
+/// `average` / `sum`.
+GradientScale parse_gradient_scale(const std::string& name);
+std::string to_string(GradientScale scale);
 
 /// The variance floor the reference applies before tempering.
 constexpr double kVarianceFloor = 1e-8;
@@ -21,5 +56,15 @@ at::Tensor aggregation_weights(const std::vector<at::Tensor>& tempered_vars);
 /// variances [B, T_g, d].
 at::Tensor aggregate(const std::vector<at::Tensor>& means,
                      const std::vector<at::Tensor>& tempered_vars);
+
+/// dL/dh [B, d] with one weight per task: w_t = (1 / mean_{i,j} v_t) / sum_u (1 / mean_{i,j} v_u),
+/// dL/dh = sum_t w_t mu_t / B, from per-group means and tempered variances [B, T_g, d].
+at::Tensor aggregate_task_precision(const std::vector<at::Tensor>& means,
+                                    const std::vector<at::Tensor>& tempered_vars);
+
+/// dL/dh [B, d] = mean_t mu_t^3 / (mu_t^2 + max(v_t, floor)) / B, from per-group means and raw
+/// variances [B, T_g, d].
+at::Tensor aggregate_snr(const std::vector<at::Tensor>& means, const std::vector<at::Tensor>& vars,
+                         double floor = kVarianceFloor);
 
 }  // namespace bayesagg

@@ -23,7 +23,36 @@
 
 namespace bayesagg {
 
-/// Hyper-parameters of BayesAgg-MTL. Defaults are the embedded benchmarks' (spec: benchmarks.md).
+/// How the prior of every batch posterior (the full-data posterior) follows training.
+enum class PosteriorRefresh {
+  /// Built once per epoch, at its first step, from the previous epoch's features (the reference).
+  /// The batch's own examples are in it as well as in the batch update.
+  epoch,
+  /// Running statistics: an exponential moving sum of the batches' statistics whose effective
+  /// size is one epoch (decay 1 - B / N), started from the full-data statistics; every batch
+  /// posterior's prior is N(0, gamma I) updated with the running statistics as they were before
+  /// the batch, so the batch is not counted twice and the prior follows the trunk within the epoch.
+  running,
+};
+/// `epoch` / `running`.
+PosteriorRefresh parse_posterior_refresh(const std::string& name);
+std::string to_string(PosteriorRefresh refresh);
+
+/// The observation noise of regression outputs.
+enum class ObservationNoise {
+  /// Variance 1 for every output (the reference).
+  fixed,
+  /// Per output, the mean squared residual of the heads on the previous epoch's features
+  /// (`regression_noise`), re-estimated at every epoch's first step; the moments are then those of
+  /// the Gaussian negative log-likelihood (`regression_moments` with noise).
+  estimated,
+};
+/// `fixed` / `estimated`.
+ObservationNoise parse_observation_noise(const std::string& name);
+std::string to_string(ObservationNoise noise);
+
+/// Hyper-parameters of BayesAgg-MTL. Defaults are the reference's (the authors' method) with the
+/// embedded benchmarks' settings (spec: benchmarks.md); `recommended()` is this project's variant.
 struct BayesAggOptions {
   /// Prior variance of regression heads.
   TORCH_ARG(double, gamma_regression) = 5e-3;
@@ -57,8 +86,22 @@ struct BayesAggOptions {
   TORCH_ARG(int64_t, chunk_rows) = 4096;
   /// Cholesky jitter policy.
   TORCH_ARG(CholeskyOptions, cholesky) = {};
+  /// Where classification posteriors are centred: newton (reference), head or mode.
+  TORCH_ARG(PosteriorCentre, centre) = PosteriorCentre::newton;
+  /// Guarded Newton iterations of `centre = mode`.
+  TORCH_ARG(ModeOptions, mode) = {};
+  /// How the batch posteriors' prior follows training: epoch (reference) or running.
+  TORCH_ARG(PosteriorRefresh, refresh) = PosteriorRefresh::epoch;
+  /// Regression observation noise: fixed at 1 (reference) or estimated per output.
+  TORCH_ARG(ObservationNoise, noise) = ObservationNoise::fixed;
+  /// How the tasks' gradient moments are combined: precision (reference), task or snr.
+  TORCH_ARG(Weighting, weighting) = Weighting::precision;
+  /// The size of dL/dh: the weighted average over tasks (reference) or T times it (sum).
+  TORCH_ARG(GradientScale, scale) = GradientScale::average;
 
  public:
+  /// The authors' BayesAgg-MTL (the defaults).
+  static BayesAggOptions reference() { return {}; }
 
   /// Prior variance of a group.
   double gamma(const TaskGroup& g) const {
@@ -87,8 +130,12 @@ std::ostream& operator<<(std::ostream& os, const BayesAggOptions& o);
 struct GroupAggregation {
   /// Gradient mean [B, tasks, d] and tempered variance max(var, 1e-8)^s [B, tasks, d].
   at::Tensor grad_mean, grad_var;
+  /// The raw variance [B, tasks, d] (before the floor and the exponent).
+  at::Tensor raw_var;
   /// Batch posterior (the one the moments come from).
   GaussianPosterior posterior;
+  /// The batch's own statistics, expanded at the heads.
+  PosteriorStats batch_stats;
 };
 
 /// The result of one aggregation: per-group parts and dL/dh [B, d] (float64, divided by B).
@@ -110,6 +157,9 @@ struct BayesAggStats {
   /// Per group, at the last aggregation: ||M_B - phi||, the distance between the mean of the batch
   /// posterior that the moments come from and the heads the losses come from.
   std::vector<double> batch_shift;
+  /// Per regression group, at the last full-data posterior: the mean over outputs of the
+  /// estimated observation noise variance (1 with `noise = fixed`).
+  std::vector<double> noise;
   /// At the last training step: the norm of dL/dh.
   double dL_dh_norm = 0.0;
   /// At the last training step: the cosine between dL/dh and the linear-scalarisation gradient
@@ -169,11 +219,15 @@ class BayesAgg {
   std::vector<PosteriorStats> statistics(const at::Tensor& features, const Labels& labels,
                                          const std::vector<Head>& heads) const;
   /// Full-data posteriors: prior N(0, gamma I) updated with `stats` (from `statistics`, possibly
-  /// summed across processes), expanded at the heads.
+  /// summed across processes), expanded at the heads and centred as `options().centre()` says.
+  /// `centre = mode` needs the data itself: pass `features` and `labels` (those of `stats`).
   std::vector<GaussianPosterior> full_data_posteriors(const std::vector<PosteriorStats>& stats,
-                                                      const std::vector<Head>& heads);
-  /// One aggregation: batch posteriors with the full-data posteriors as priors, moments,
-  /// tempered weights and dL/dh. Uses (and advances) the method's generator.
+                                                      const std::vector<Head>& heads,
+                                                      const at::Tensor& features = {},
+                                                      const Labels& labels = {});
+  /// One aggregation: batch posteriors with the full-data posteriors as priors (with
+  /// `refresh = running`: N(0, gamma I) updated with the running statistics), moments, the
+  /// weighting and dL/dh. Uses (and advances) the method's generator.
   Aggregation aggregate(const std::vector<GaussianPosterior>& full_data, const at::Tensor& features,
                         const Labels& labels, const std::vector<Head>& heads);
 
@@ -198,8 +252,15 @@ class BayesAgg {
   /// Full-data posteriors of the current epoch (empty before its first step).
   const std::vector<GaussianPosterior>& current_full_data_posteriors() const { return full_; }
 
+  /// Running statistics of `refresh = running` (empty before the first aggregation epoch).
+  const std::vector<PosteriorStats>& running_statistics() const { return running_; }
+  /// Per group, the observation noise variances the moments use ([o] for regression groups with
+  /// `noise = estimated` after the epoch's first step; undefined otherwise).
+  const std::vector<at::Tensor>& observation_noise() const { return noise_; }
+
   /// Saves and restores everything kept between steps: both epochs' collections, the current
-  /// full-data posteriors, the generator state and the counters.
+  /// full-data posteriors, the running statistics, the noise estimates, the generator state and
+  /// the counters.
   void save(torch::serialize::OutputArchive& archive) const;
   void load(torch::serialize::InputArchive& archive);
 
@@ -207,6 +268,16 @@ class BayesAgg {
   void check_batch(const at::Tensor& features, const Labels& labels,
                    const std::vector<Head>& heads) const;
   void note_jitter(double jitter, const char* what);
+  /// The posterior of group g from `prior` and `stats`, centred as the options say (`mode`
+  /// iterates on `features` and `labels`).
+  GaussianPosterior centred_posterior(size_t g, const GaussianPosterior& prior,
+                                      const PosteriorStats& stats, const at::Tensor& features,
+                                      const at::Tensor& labels, const at::Tensor& phi) const;
+  /// The epoch's first step: full-data posteriors (or, with running statistics after their start,
+  /// their current state), the noise estimates.
+  void start_epoch_posteriors(const std::vector<Head>& heads);
+  /// Folds a step's batch statistics into the running statistics (refresh = running).
+  void update_running(const Aggregation& aggregation, int64_t batch);
 
   std::vector<TaskGroup> groups_;
   int64_t dim_;
@@ -214,6 +285,8 @@ class BayesAgg {
   at::Generator generator_;
   EpochStore current_, previous_;
   std::vector<GaussianPosterior> full_;
+  std::vector<PosteriorStats> running_;
+  std::vector<at::Tensor> noise_;
   BayesAggStats stats_;
   std::function<void(std::vector<PosteriorStats>&)> reducer_;
 };

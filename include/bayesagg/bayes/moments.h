@@ -55,8 +55,13 @@ struct MomentOptions {
 /// Regression, closed form: with r = m^T h - y, c = S h, q = h^T S h,
 /// E[g] = 2 (c + r m), Var[g_j] = 4 ((r^2 + q) S_jj + q m_j^2 + 2 r m_j c_j + c_j^2).
 /// O(B o d^2) time (one GEMM H S), O(B o d) memory.
+///
+/// With `noise` (per-output observation noise variances s2 [o]; undefined = 1, the reference),
+/// g is the gradient of the output's Gaussian negative log-likelihood r^2 / s2 and the weights'
+/// covariance is s2 S (the prior variance scales with the noise, as in a conjugate prior):
+/// E[g] = 2 (c + r m / s2), Var[g_j] = 4 ((r^2 / s2 + q) S_jj + (q m_j^2 + 2 r m_j c_j) / s2 + c_j^2).
 GradMoments regression_moments(const GaussianPosterior& posterior, const at::Tensor& features,
-                               const at::Tensor& labels);
+                               const at::Tensor& labels, const at::Tensor& noise = {});
 
 /// Binary tasks by Monte Carlo: g = w_k (sigmoid(w_k^T h + b_k) - y_k) with [w_k, b_k] sampled from
 /// each task's block; mean and biased variance over the samples, streamed over sample chunks.
@@ -88,11 +93,11 @@ GradMoments multiclass_moments_rb(const GaussianPosterior& posterior, const at::
                                   const at::Tensor& labels, const MomentOptions& options,
                                   at::Generator& generator);
 
-/// Dispatches on the group type and estimator.
+/// Dispatches on the group type and estimator (`noise`: regression groups only).
 GradMoments gradient_moments(const TaskGroup& group, const GaussianPosterior& posterior,
                              const at::Tensor& features, const at::Tensor& labels,
                              MomentEstimator estimator, const MomentOptions& options,
-                             at::Generator& generator);
+                             at::Generator& generator, const at::Tensor& noise = {});
 
 /// Draws `n` samples [n, blocks, p] from N(mean_b, precision_b^-1) for each block b (classification
 /// layouts), through `generator`, in `dtype`. The Monte-Carlo estimators draw exactly these

@@ -15,8 +15,23 @@
 #include "bayesagg/core/task_group.h"
 
 #include <ATen/core/Tensor.h>
+#include <torch/arg.h>
+
+#include <string>
+#include <vector>
 
 namespace bayesagg {
+
+/// Where a classification posterior is centred (regression posteriors are exact Gaussians, so
+/// `newton` and `mode` coincide there; `head` replaces the regression mean by the head's weights).
+enum class PosteriorCentre {
+  newton,  ///< one unguarded Newton step from the heads (the reference)
+  head,    ///< Laplace at the current heads: the precision at the heads, the heads as the mean
+  mode,    ///< guarded Newton iterations to the mode of the regularised objective (`posterior_mode`)
+};
+/// `newton` / `head` / `mode`.
+PosteriorCentre parse_posterior_centre(const std::string& name);
+std::string to_string(PosteriorCentre centre);
 
 /// A Gaussian N(mean, precision^-1) over a group's head, stored by its precision.
 struct GaussianPosterior {
@@ -70,5 +85,48 @@ PosteriorStats posterior_stats(const TaskGroup& group, const at::Tensor& feature
 GaussianPosterior posterior_update(const TaskGroup& group, const GaussianPosterior& prior,
                                    const PosteriorStats& stats, const at::Tensor& phi,
                                    const CholeskyOptions& cholesky = {});
+
+/// The regularised objective a classification posterior approximates, at `phi`:
+/// J(phi) = sum_i loss_i(phi) + 1/2 sum_blocks (phi - M0)^T Lambda0 (phi - M0), with the summed
+/// (not averaged) BCE-with-logits or cross-entropy losses of the examples. Float64.
+double posterior_objective(const TaskGroup& group, const GaussianPosterior& prior,
+                           const at::Tensor& features, const at::Tensor& labels,
+                           const at::Tensor& phi, int64_t chunk_rows = 4096);
+
+/// Options of `posterior_mode`.
+struct ModeOptions {
+  /// Newton iterations at most.
+  TORCH_ARG(int64_t, max_iterations) = 10;
+  /// Stop when half the squared Newton decrement, a^T Lambda^-1 a / 2 (the objective's predicted
+  /// decrease), is below `tolerance * (1 + |J|)`.
+  TORCH_ARG(double, tolerance) = 1e-8;
+  /// Step halvings of the backtracking line search before an iteration gives up.
+  TORCH_ARG(int64_t, max_halvings) = 30;
+};
+
+/// The result of `posterior_mode`.
+struct ModeResult {
+  /// N(mode, Lambda(mode)^-1): the GGN precision at the accepted point, which is the mean.
+  GaussianPosterior posterior;
+  /// The objective at the start and after every accepted step (never increasing).
+  std::vector<double> objective;
+  int64_t iterations = 0;
+  bool converged = false;
+};
+
+/// Guarded Newton iterations from `phi` to the mode of `posterior_objective` (classification
+/// groups): each step is the Newton direction with the GGN, shortened by backtracking (Armijo,
+/// halving) until the objective decreases, so the objective never increases. Regression
+/// posteriors are exact: for them this is `posterior_update` (zero iterations).
+ModeResult posterior_mode(const TaskGroup& group, const GaussianPosterior& prior,
+                          const at::Tensor& features, const at::Tensor& labels,
+                          const at::Tensor& phi, const ModeOptions& options = {},
+                          const CholeskyOptions& cholesky = {}, int64_t chunk_rows = 4096);
+
+/// Per-output mean squared residual [o] of a regression head on (features, labels):
+/// mean_i (w_k^T h_i + b_k - y_ik)^2, floored at `floor`. The observation noise estimate of the
+/// `estimated` noise model.
+at::Tensor regression_noise(const at::Tensor& features, const at::Tensor& labels,
+                            const Head& head, double floor = 1e-4);
 
 }  // namespace bayesagg

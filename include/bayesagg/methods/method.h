@@ -79,12 +79,14 @@ class LinearScalarization : public Method {
 };
 
 /// BayesAgg-MTL with the reference trainers' protocol: `ls_epochs` linear-scalarisation warm-up
-/// epochs (collecting features and labels), then Bayesian aggregation of dL/dh.
+/// epochs (collecting features and labels), then Bayesian aggregation of dL/dh. Registered twice,
+/// as `bayesagg` and `bayesagg-reference`: both run the options they are given; the names differ
+/// in the defaults the training settings give them (train/options.h, `method_preset`).
 class BayesAggMethod : public Method {
  public:
   BayesAggMethod(std::vector<TaskGroup> groups, int64_t dim, BayesAggOptions options,
-                 int64_t ls_epochs);
-  std::string name() const override { return "bayesagg"; }
+                 int64_t ls_epochs, std::string name = "bayesagg");
+  std::string name() const override { return name_; }
   std::string describe() const override;
   std::set<Need> needs() const override { return {Need::losses, Need::features_and_labels}; }
   void reserve(int64_t examples_per_epoch) override { agg_.reserve(examples_per_epoch); }
@@ -99,6 +101,7 @@ class BayesAggMethod : public Method {
  private:
   BayesAgg agg_;
   int64_t ls_epochs_;
+  std::string name_;
   int64_t epoch_ = 0;
   std::map<std::string, double> diagnostics_;
 };
@@ -116,6 +119,8 @@ struct MethodConfig {
   uint64_t seed = 0;
 };
 
+/// Whether `name` is one of BayesAgg-MTL's registry names (`bayesagg`, `bayesagg-reference`).
+bool is_bayesagg_method(const std::string& name);
 /// The methods `make_method` knows.
 std::vector<std::string> method_names();
 /// Builds a method by name for a model with `groups` heads on a `dim`-dimensional representation.

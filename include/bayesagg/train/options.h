@@ -9,7 +9,9 @@
 #include <torch/arg.h>
 
 #include <cstdint>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace bayesagg {
@@ -21,7 +23,8 @@ struct TrainOptions {
   /// synthetic-regression) or a paper benchmark (cifar-mtl, utkface, chestx14, qm9: read from
   /// `data_dir`).
   TORCH_ARG(std::string, benchmark) = "multi-fashion";
-  /// `bayesagg` or `ls` (see `method_names()`).
+  /// `bayesagg`, `bayesagg-reference`, `ls` or a baseline (see `method_names()`). The method's
+  /// preset (`method_preset`) gives the defaults of the settings that were not set explicitly.
   TORCH_ARG(std::string, method) = "bayesagg";
   /// Single-task learning: when set (a task name), only this task's loss is trained (method
   /// `ls`), and the epoch is selected on this task's first validation metric. Used to measure
@@ -110,6 +113,14 @@ struct TrainOptions {
   TORCH_ARG(int64_t, stop_after_epoch) = 0;
 
  public:
+  /// The registry keys set through `apply_setting` (the command line, a config file, a method
+  /// spec's overrides): the method's preset does not change them.
+  std::set<std::string> explicit_settings;
+
+  /// These options with the method's preset applied to every preset setting that was neither set
+  /// explicitly nor changed from its default in code (idempotent). The trainer runs, and
+  /// config.json records, these.
+  TrainOptions with_method_preset() const;
   /// Throws naming the first invalid value.
   void validate() const;
   /// `epochs`, or the benchmark's default when 0.
@@ -132,10 +143,31 @@ struct TrainOptions {
 /// benchmark's default epochs); only then do the stored baselines give its Δm.
 bool is_default_protocol(const TrainOptions& options);
 
+/// The settings a method's name stands for beyond its algorithm, as (registry key, value) pairs:
+/// `bayesagg` is BayesAgg-MTL with this project's variant (chosen on validation data,
+/// docs/bayesagg.md), `bayesagg-reference` the authors' method (the settings' defaults); other
+/// methods have none. `benchmark` may refine them.
+std::vector<std::pair<std::string, std::string>> method_preset(const std::string& method,
+                                                               const std::string& benchmark);
+
+/// A method with setting overrides, as `bayesagg compare --methods` takes it:
+/// `name` or `name[key=value,key=value]` (keys of the registry, e.g.
+/// `bayesagg[posterior=head,s-reg=0.1]`).
+struct MethodSpec {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> overrides;
+};
+/// Parses a method spec; throws on malformed text (unbalanced brackets, an item without `=`).
+MethodSpec parse_method_spec(const std::string& text);
+/// A folder name for a method spec: the name, then `-key_value` per override (characters other
+/// than letters, digits, `.`, `_` and `-` become `_`).
+std::string method_spec_folder(const std::string& text);
+
 /// The first setting (a registry key) whose value differs between two config.json texts,
 /// ignoring the settings that do not change a run's numbers (threads, progress, overwrite, out,
-/// data-dir, device) and `_`-prefixed entries; empty when they agree. A setting absent from one
-/// side counts as different.
+/// data-dir, device) and `_`-prefixed entries; empty when they agree. A setting absent from the
+/// first (older) config counts as equal when the second has its default there (a setting added
+/// since keeps old runs comparable); otherwise an absent setting counts as different.
 std::string first_setting_difference(const std::string& config_a, const std::string& config_b);
 
 /// The benchmark's default number of epochs: 10 (Fashion family), 30 (synthetic-regression),
@@ -155,7 +187,8 @@ struct SettingInfo {
 /// applied (`gamma` comes before `gamma-reg` and `gamma-cls`, which override it).
 const std::vector<SettingInfo>& train_settings();
 
-/// Sets one setting from its text value. Throws naming the option and the bad value.
+/// Sets one setting from its text value and marks it explicit. Throws naming the option and the
+/// bad value. `method` takes a method spec (`name[key=value,...]`): the name, then the overrides.
 void apply_setting(TrainOptions& options, const std::string& key, const std::string& value);
 
 /// The value of a setting as text (as `apply_setting` reads it back).

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Tabulates a `bayesagg compare` folder for an ablation: validation and test metrics per method
+spec (mean over seeds), and Δm% on validation and on test against a baseline row.
+
+Selection happens on validation: the `val Δm%` column (against the `--baseline` row's validation
+metrics, by default `ls`) is what a screening ranks by; test columns are reported, never used.
+
+    bench/ablation_table.py DIR [--baseline ls] [--stl DIR/stl] > table.md
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import statistics
+import sys
+
+HIGHER = ("accuracy", "auc", "argmax_accuracy")
+
+
+def higher_is_better(key):
+    return key.rsplit("/", 1)[-1] in HIGHER
+
+
+def delta_m(metrics, base):
+    keys = [k for k in base if k in metrics and base[k] != 0]
+    if not keys:
+        return float("nan")
+    total = 0.0
+    for k in keys:
+        rel = (metrics[k] - base[k]) / base[k]
+        total += -rel if higher_is_better(k) else rel
+    return 100.0 * total / len(keys)
+
+
+def load_runs(folder):
+    """{spec folder: [summary, ...]} of the finished runs below `folder`."""
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*", "seed*", "summary.json"))):
+        with open(path) as f:
+            s = json.load(f)
+        if s.get("epochs_completed") != s.get("epochs"):
+            continue
+        runs.setdefault(path.split(os.sep)[-3], []).append(s)
+    return runs
+
+
+def mean_metrics(summaries, split):
+    keys = summaries[0][split].keys()
+    return {k: statistics.mean(s[split][k] for s in summaries) for k in keys}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder")
+    ap.add_argument("--baseline", default="ls", help="row whose metrics are the Δm baseline")
+    ap.add_argument("--stl", help="stl_baseline.json whose val/test metrics are the baseline")
+    args = ap.parse_args()
+    runs = load_runs(args.folder)
+    runs.pop("stl", None)
+    if not runs:
+        sys.exit(f"no finished runs below {args.folder}")
+    if args.stl:
+        with open(args.stl) as f:
+            stl = json.load(f)
+        base_val, base_test, base_name = stl["val"], stl["test"], "STL"
+    elif args.baseline in runs:
+        base_val = mean_metrics(runs[args.baseline], "val")
+        base_test = mean_metrics(runs[args.baseline], "test")
+        base_name = args.baseline
+    else:
+        sys.exit(f"no baseline row '{args.baseline}' in {args.folder}")
+    rows = []
+    for name, summaries in runs.items():
+        val_dm = [delta_m(s["val"], base_val) for s in summaries]
+        test_dm = [delta_m(s["test"], base_test) for s in summaries]
+        rows.append((statistics.mean(val_dm), name, summaries, val_dm, test_dm))
+    rows.sort(key=lambda r: (math.isnan(r[0]), r[0]))
+    print(f"Δm% against {base_name} (val against its val, test against its test); sorted by "
+          f"val Δm (the selection criterion). Seeds per row in the last column.\n")
+    print("| method | val Δm% ↓ | test Δm% ↓ | best epochs | seeds |")
+    print("|---|---:|---:|---|---:|")
+    for vdm, name, summaries, val_dm, test_dm in rows:
+        sd = lambda v: f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else ""
+        epochs = ",".join(str(s["best_epoch"]) for s in summaries)
+        print(f"| {name} | {vdm:+.2f}{sd(val_dm)} | {statistics.mean(test_dm):+.2f}{sd(test_dm)} "
+              f"| {epochs} | {len(summaries)} |")
+
+
+if __name__ == "__main__":
+    main()
