@@ -146,7 +146,11 @@ Command add_compare(CLI::App& app) {
     const std::string name = base.benchmark();
     const std::optional<Benchmark> bench = make_embedded_benchmark(base);
     std::vector<std::string> keys;
-    if (bench) keys = metric_keys(*bench);
+    if (bench) {
+      keys = metric_keys(*bench);
+      const auto calibration = calibration_keys(*bench);  // columns apart from Δm and the rank
+      keys.insert(keys.end(), calibration.begin(), calibration.end());
+    }
     MetricMap baseline;
     std::string baseline_source;
     if (!base.stl_baseline().empty()) {

@@ -64,7 +64,7 @@ Command add_train(CLI::App& app) {
       "(regression) / 0.1 (classification), 1024 MC samples, 1 LS warm-up epoch.\n"
       "The run folder gets config.json, metrics.csv (epoch,split,task,metric,value), steps.csv "
       "(per-step losses, gradient norms, method diagnostics), summary.json, curves.svg, "
-      "checkpoint.pt (after every epoch, atomic) and best_model.pt. See docs/training.md.\n"
+      "calibration.svg (reliability diagrams of the classification tasks), checkpoint.pt (after every epoch, atomic) and best_model.pt. See docs/training.md.\n"
       "Paper benchmarks (cifar-mtl, utkface, chestx14, qm9) read the data set in --data-dir, use "
       "the spec's network, split, preprocessing, metrics and selection rule, and compute delta_m "
       "against the published single-task numbers; docs/benchmarks.md gives the commands that "

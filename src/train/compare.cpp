@@ -11,6 +11,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <numeric>
@@ -52,6 +53,52 @@ std::string csv_number(double v) {
 
 std::string csv_number(const std::optional<double>& v) {
   return v ? csv_number(*v) : std::string();
+}
+
+/// Whether `key` is `<task>/<metric>`.
+bool has_metric(const std::string& key, const std::string& metric) {
+  const std::string suffix = "/" + metric;
+  return key.size() > suffix.size() &&
+         key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// The mean over the keys of `keys` ending in `/<metric>` of the run's test values; nullopt
+/// when there is no such key or the run lacks one.
+std::optional<double> task_mean(const CompareRun& r, const std::vector<std::string>& keys,
+                                const std::string& metric) {
+  std::vector<double> v;
+  for (const auto& key : keys) {
+    if (!has_metric(key, metric)) continue;
+    const auto it = r.test.find(key);
+    if (it == r.test.end()) return std::nullopt;
+    v.push_back(it->second);
+  }
+  if (v.empty()) return std::nullopt;
+  return mean_of(v);
+}
+
+/// Mean and standard deviation over `runs` of `task_mean`; both absent unless every run has it.
+void seed_statistics(const std::vector<const CompareRun*>& runs,
+                     const std::vector<std::string>& keys, const std::string& metric,
+                     std::optional<double>* mean, std::optional<double>* sd) {
+  std::vector<double> v;
+  for (const CompareRun* r : runs) {
+    const auto m = task_mean(*r, keys, metric);
+    if (!m) return;
+    v.push_back(*m);
+  }
+  if (v.empty()) return;
+  *mean = mean_of(v);
+  *sd = std_of(v);
+}
+
+/// "mean ± std" with `digits` decimals ("–" when absent; no "±" part without a finite std).
+std::string mean_pm_std(const std::optional<double>& mean, const std::optional<double>& sd,
+                        int digits) {
+  if (!mean) return "–";
+  std::string out = fixed(*mean, digits);
+  if (sd && std::isfinite(*sd)) out += " ± " + fixed(*sd, digits);
+  return out;
 }
 
 /// Digits that show a metric's differences: 4 below 10, fewer above.
@@ -129,8 +176,15 @@ SingleTaskResult train_single_tasks(TrainOptions o, const Benchmark* benchmark,
     }
     // A single-task run's summary holds that task's metrics only.
     TORCH_CHECK(!s.test.empty(), "the single-task run in '", one.out(), "' has no test metrics");
-    for (const auto& [key, value] : s.test) result.test[key] = test[key] = value;
-    for (const auto& [key, value] : s.val) result.val[key] = val[key] = value;
+    // The baseline file holds the task metrics of Δm; the result keeps the calibration too.
+    for (const auto& [key, value] : s.test) {
+      result.test[key] = value;
+      if (!is_calibration_metric(key)) test[key] = value;
+    }
+    for (const auto& [key, value] : s.val) {
+      result.val[key] = value;
+      if (!is_calibration_metric(key)) val[key] = value;
+    }
     result.epoch_seconds += mean_epoch_train_seconds(s);
   }
   nlohmann::ordered_json j;
@@ -150,7 +204,9 @@ CompareTable make_compare_table(const std::string& benchmark, const std::vector<
                                 std::string baseline_source) {
   CompareTable table;
   table.benchmark = benchmark;
-  table.keys = keys;
+  for (const auto& key : keys) {
+    (is_calibration_metric(key) ? table.calibration_keys : table.keys).push_back(key);
+  }
   std::map<std::string, std::vector<const CompareRun*>> done;
   for (const auto& r : runs) {
     TORCH_CHECK(std::find(methods.begin(), methods.end(), r.method) != methods.end(),
@@ -161,6 +217,7 @@ CompareTable make_compare_table(const std::string& benchmark, const std::vector<
   if (done.count("stl")) {
     MetricMap b;
     for (const auto& [key, value] : done["stl"].front()->test) {
+      if (is_calibration_metric(key)) continue;  // Δm is over the task metrics
       std::vector<double> v;
       for (const CompareRun* r : done["stl"]) {
         if (r->test.count(key)) v.push_back(r->test.at(key));
@@ -170,6 +227,9 @@ CompareTable make_compare_table(const std::string& benchmark, const std::vector<
     baseline = b;
     baseline_source = "single-task learning in this comparison (mean over " +
                       std::to_string(done["stl"].size()) + " seed(s))";
+  }
+  for (auto it = baseline.begin(); it != baseline.end();) {
+    it = is_calibration_metric(it->first) ? baseline.erase(it) : std::next(it);
   }
   table.baseline = baseline;
   table.baseline_source = baseline.empty() ? "none (Δm absent)" : baseline_source;
@@ -191,7 +251,9 @@ CompareTable make_compare_table(const std::string& benchmark, const std::vector<
     const auto& rs = done[m];
     row.seeds = static_cast<int64_t>(rs.size());
     if (!rs.empty()) {
-      for (const auto& key : keys) {
+      std::vector<std::string> all = table.keys;
+      all.insert(all.end(), table.calibration_keys.begin(), table.calibration_keys.end());
+      for (const auto& key : all) {
         std::vector<double> v;
         for (const CompareRun* r : rs) {
           if (r->test.count(key)) v.push_back(r->test.at(key));
@@ -206,16 +268,18 @@ CompareTable make_compare_table(const std::string& benchmark, const std::vector<
         row.delta_m = mean_of(dm);
         row.delta_m_std = std_of(dm);
       }
+      seed_statistics(rs, table.calibration_keys, "ece", &row.ece, &row.ece_std);
+      seed_statistics(rs, table.calibration_keys, "brier", &row.brier, &row.brier_std);
       std::vector<double> t;
       for (const CompareRun* r : rs) t.push_back(r->epoch_seconds);
       if (ls_seconds && *ls_seconds > 0) row.epoch_time_vs_ls = mean_of(t) / *ls_seconds;
     }
     table.rows.push_back(std::move(row));
   }
-  // Mean rank over the keys each row reports.
+  // Mean rank over the task-metric keys each row reports (not the calibration keys).
   std::vector<double> rank_sum(table.rows.size(), 0.0);
   std::vector<int64_t> rank_count(table.rows.size(), 0);
-  for (const auto& key : keys) {
+  for (const auto& key : table.keys) {
     const bool higher = higher_is_better(key);
     std::vector<std::pair<double, size_t>> vals;
     for (size_t i = 0; i < table.rows.size(); ++i) {
@@ -244,10 +308,12 @@ CompareTable make_compare_table(const std::string& benchmark, const std::vector<
 
 std::string compare_table_markdown(const CompareTable& t) {
   std::ostringstream os;
+  const bool calibration = !t.calibration_keys.empty();
   os << "| method |";
   for (const auto& key : t.keys) os << " " << key << " |";
+  if (calibration) os << " ECE ↓ | Brier ↓ |";
   os << " Δm% ↓ | mean rank ↓ | epoch time vs LS | seeds |\n|---|";
-  for (size_t i = 0; i < t.keys.size() + 4; ++i) os << "---:|";
+  for (size_t i = 0; i < t.keys.size() + (calibration ? 6 : 4); ++i) os << "---:|";
   os << "\n";
   for (const auto& r : t.rows) {
     os << "| " << r.method << " |";
@@ -263,6 +329,10 @@ std::string compare_table_markdown(const CompareTable& t) {
       if (std::isfinite(sd)) os << " ± " << fixed(sd, digits);
       os << " |";
     }
+    if (calibration) {
+      os << " " << mean_pm_std(r.ece, r.ece_std, 4) << " | "
+         << mean_pm_std(r.brier, r.brier_std, 4) << " |";
+    }
     os << " " << (r.delta_m ? fixed(*r.delta_m, 2) : "–");
     if (r.delta_m_std && std::isfinite(*r.delta_m_std)) os << " ± " << fixed(*r.delta_m_std, 2);
     os << " | " << (r.mean_rank ? fixed(*r.mean_rank, 2) : "–") << " | "
@@ -271,8 +341,18 @@ std::string compare_table_markdown(const CompareTable& t) {
   }
   os << "\nTest metrics at each run's selected epoch, mean ± sample std over seeds. Δm% against "
      << t.baseline_source << " (lower is better). Mean rank over the metric columns a method "
-     << "reports. Epoch time: mean training seconds per epoch relative to ls"
+     << "reports" << (calibration ? " (not ECE and Brier)" : "")
+     << ". Epoch time: mean training seconds per epoch relative to ls"
      << " (stl: the sum over its single-task runs).\n";
+  if (calibration) {
+    os << "\nECE ↓: expected calibration error (" << kCalibrationBins
+       << " equal-width confidence bins; binary tasks: predicted probability of the positive "
+          "class against the fraction of positives), Brier ↓: Brier score; each the mean over the "
+       << std::count_if(t.calibration_keys.begin(), t.calibration_keys.end(),
+                        [](const std::string& k) { return has_metric(k, "ece"); })
+       << " classification task(s) per seed, then mean ± std over seeds (per-task values in "
+          "table.csv). Neither enters Δm% nor the mean rank.\n";
+  }
   for (const auto& r : t.rows) {
     for (const auto& e : r.errors) os << "\n- " << r.method << " failed, " << e;
   }
@@ -285,15 +365,28 @@ std::string compare_table_markdown(const CompareTable& t) {
 std::string compare_table_csv(const CompareTable& t) {
   std::ostringstream os;
   os << "method,delta_m,delta_m_std,mean_rank,epoch_time_vs_ls,seeds";
+  const bool calibration = !t.calibration_keys.empty();
   for (const auto& key : t.keys) os << "," << key << "_mean," << key << "_std";
+  if (calibration) {
+    os << ",ece,ece_std,brier,brier_std";
+    for (const auto& key : t.calibration_keys) os << "," << key << "_mean," << key << "_std";
+  }
   os << "\n";
   for (const auto& r : t.rows) {
     os << r.method << "," << csv_number(r.delta_m) << "," << csv_number(r.delta_m_std) << ","
        << csv_number(r.mean_rank) << "," << csv_number(r.epoch_time_vs_ls) << "," << r.seeds;
-    for (const auto& key : t.keys) {
-      const auto it = r.mean.find(key);
-      os << "," << (it == r.mean.end() ? "" : csv_number(it->second)) << ","
-         << (it == r.mean.end() ? "" : csv_number(r.std.at(key)));
+    const auto key_cells = [&](const std::vector<std::string>& keys) {
+      for (const auto& key : keys) {
+        const auto it = r.mean.find(key);
+        os << "," << (it == r.mean.end() ? "" : csv_number(it->second)) << ","
+           << (it == r.mean.end() ? "" : csv_number(r.std.at(key)));
+      }
+    };
+    key_cells(t.keys);
+    if (calibration) {
+      os << "," << csv_number(r.ece) << "," << csv_number(r.ece_std) << ","
+         << csv_number(r.brier) << "," << csv_number(r.brier_std);
+      key_cells(t.calibration_keys);
     }
     os << "\n";
   }

@@ -73,6 +73,21 @@ GroupPlan plan_for(const Benchmark& b, size_t g) {
   return p;
 }
 
+/// Group g's outputs on the CPU, checked against the benchmark and the labels.
+at::Tensor group_outputs(const Benchmark& b, const std::vector<at::Tensor>& outputs,
+                         const Labels& labels, size_t g, const char* what) {
+  TORCH_CHECK(outputs.size() == b.groups.size() && labels.size() == b.groups.size(), what,
+              ": expected outputs and labels for ", b.groups.size(), " groups, got ",
+              outputs.size(), " and ", labels.size());
+  const TaskGroup& group = b.groups[g];
+  const at::Tensor out = outputs[g].detach().to(at::kCPU);
+  const int64_t n = labels[g].size(0);
+  TORCH_CHECK(out.dim() == 2 && out.size(1) == group.head_rows() && out.size(0) == n, what,
+              ": outputs of group ", g, " (", group.str(), ") must be [", n, ", ",
+              group.head_rows(), "], got ", out.sizes());
+  return out;
+}
+
 }  // namespace
 
 double accuracy(const at::Tensor& logits, const at::Tensor& labels) {
@@ -141,9 +156,14 @@ double mean_squared_error(const at::Tensor& prediction, const at::Tensor& target
 bool higher_is_better(const std::string& metric) {
   const std::string m = metric_name(metric);
   if (m == "accuracy" || m == "auc" || m == "argmax_accuracy") return true;
-  if (m == "mse" || m == "mae" || m == "loss") return false;
+  if (m == "mse" || m == "mae" || m == "loss" || is_calibration_metric(m)) return false;
   TORCH_CHECK(false, "unknown metric '", metric,
-              "' (known: accuracy, auc, argmax_accuracy, mse, mae, loss)");
+              "' (known: accuracy, auc, argmax_accuracy, mse, mae, loss, ece, brier)");
+}
+
+bool is_calibration_metric(const std::string& metric) {
+  const std::string m = metric_name(metric);
+  return m == "ece" || m == "brier";
 }
 
 std::vector<std::string> metric_keys(const Benchmark& b) {
@@ -161,23 +181,31 @@ std::vector<std::string> metric_keys(const Benchmark& b) {
   return keys;
 }
 
+std::vector<std::string> calibration_keys(const Benchmark& b) {
+  std::vector<std::string> keys;
+  for (size_t g = 0; g < b.groups.size(); ++g) {
+    if (!b.groups[g].is_classification()) continue;
+    for (const auto& task : group_task_names(b, g)) {
+      keys.push_back(task + "/ece");
+      keys.push_back(task + "/brier");
+    }
+  }
+  return keys;
+}
+
 MetricMap compute_metrics(const Benchmark& b, const std::vector<at::Tensor>& outputs,
                           const Labels& labels) {
-  TORCH_CHECK(outputs.size() == b.groups.size() && labels.size() == b.groups.size(),
-              "compute_metrics: expected outputs and labels for ", b.groups.size(),
-              " groups, got ", outputs.size(), " and ", labels.size());
   MetricMap m;
   for (size_t g = 0; g < b.groups.size(); ++g) {
     const TaskGroup& group = b.groups[g];
     const GroupPlan p = plan_for(b, g);
     const auto names = group_task_names(b, g);
-    const at::Tensor out = outputs[g].detach().to(at::kCPU);
+    const at::Tensor out = group_outputs(b, outputs, labels, g, "compute_metrics");
     const at::Tensor y = labels[g].detach().to(at::kCPU);
-    TORCH_CHECK(out.dim() == 2 && out.size(1) == group.head_rows() && out.size(0) == y.size(0),
-                "compute_metrics: outputs of group ", g, " (", group.str(), ") must be [",
-                y.size(0), ", ", group.head_rows(), "], got ", out.sizes());
     if (group.type == GroupType::multiclass) {
       m[names[0] + "/accuracy"] = accuracy(out, y);
+      m[names[0] + "/ece"] = multiclass_reliability(out, y).ece();
+      m[names[0] + "/brier"] = multiclass_brier(out, y);
       continue;
     }
     if (group.type == GroupType::binary) {
@@ -186,6 +214,8 @@ MetricMap compute_metrics(const Benchmark& b, const std::vector<at::Tensor>& out
         const at::Tensor t = y.select(1, static_cast<int64_t>(k));
         if (p.accuracy) m[names[k] + "/accuracy"] = binary_accuracy(o, t);
         if (p.auc) m[names[k] + "/auc"] = roc_auc(o, t);
+        m[names[k] + "/ece"] = binary_reliability(o, t).ece();
+        m[names[k] + "/brier"] = binary_brier(o, t);
       }
       if (p.argmax) m["all/argmax_accuracy"] = accuracy(out, y.argmax(1));
       continue;
@@ -208,6 +238,28 @@ MetricMap compute_metrics(const Benchmark& b, const std::vector<at::Tensor>& out
     }
   }
   return m;
+}
+
+std::vector<TaskReliability> reliability_diagrams(const Benchmark& b,
+                                                  const std::vector<at::Tensor>& outputs,
+                                                  const Labels& labels) {
+  std::vector<TaskReliability> out;
+  for (size_t g = 0; g < b.groups.size(); ++g) {
+    const TaskGroup& group = b.groups[g];
+    if (!group.is_classification()) continue;
+    const at::Tensor o = group_outputs(b, outputs, labels, g, "reliability_diagrams");
+    const at::Tensor y = labels[g].detach().to(at::kCPU);
+    const auto names = group_task_names(b, g);
+    if (group.type == GroupType::multiclass) {
+      out.push_back({names[0], false, multiclass_reliability(o, y)});
+      continue;
+    }
+    for (size_t k = 0; k < names.size(); ++k) {
+      const auto kk = static_cast<int64_t>(k);
+      out.push_back({names[k], true, binary_reliability(o.select(1, kk), y.select(1, kk))});
+    }
+  }
+  return out;
 }
 
 bool SelectionScore::better_than(const SelectionScore& o) const {
@@ -358,6 +410,9 @@ MetricMap read_stl_baselines(const std::string& path) {
     TORCH_CHECK(key.find('/') != std::string::npos, "STL baseline file '", path, "': key '", key,
                 "' must be `task/metric`");
     higher_is_better(key);  // throws on unknown metric names
+    TORCH_CHECK(!is_calibration_metric(key), "STL baseline file '", path, "': '", key,
+                "' is a calibration metric; Δm uses the benchmark's task metrics only (remove "
+                "it)");
     out[key] = value.get<double>();
   }
   TORCH_CHECK(!out.empty(), "STL baseline file '", path, "' holds no baselines");

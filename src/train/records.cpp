@@ -49,6 +49,31 @@ MetricMap metrics_from(const json& j) {
   return m;
 }
 
+ojson reliability_json(const TaskReliability& d) {
+  ojson j;
+  j["task"] = d.task;
+  j["binary"] = d.binary;
+  j["count"] = d.bins.count;
+  ojson conf = ojson::array(), out = ojson::array();
+  for (double v : d.bins.confidence) conf.push_back(num(v));
+  for (double v : d.bins.outcome) out.push_back(num(v));
+  j["confidence"] = conf;
+  j["outcome"] = out;
+  return j;
+}
+TaskReliability reliability_from(const json& j) {
+  TaskReliability d;
+  d.task = j.at("task").get<std::string>();
+  d.binary = j.at("binary").get<bool>();
+  d.bins.count = j.at("count").get<std::vector<int64_t>>();
+  for (const auto& v : j.at("confidence")) d.bins.confidence.push_back(get_num(v));
+  for (const auto& v : j.at("outcome")) d.bins.outcome.push_back(get_num(v));
+  TORCH_CHECK(d.bins.confidence.size() == d.bins.count.size() &&
+                  d.bins.outcome.size() == d.bins.count.size(),
+              "the reliability diagram of '", d.task, "' has bins of different lengths");
+  return d;
+}
+
 std::string xml_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -78,7 +103,10 @@ void RunHistory::truncate(int64_t epoch) {
   steps.erase(std::remove_if(steps.begin(), steps.end(),
                              [&](const StepRecord& r) { return r.epoch > epoch; }),
               steps.end());
-  if (best_epoch > epoch) best_epoch = 0;
+  if (best_epoch > epoch) {
+    best_epoch = 0;
+    best_reliability.clear();
+  }
 }
 
 const EpochRecord& RunHistory::best() const {
@@ -125,6 +153,9 @@ std::string history_to_json(const RunHistory& h) {
     steps.push_back(e);
   }
   j["steps"] = steps;
+  ojson reliability = ojson::array();
+  for (const auto& d : h.best_reliability) reliability.push_back(reliability_json(d));
+  j["best_reliability"] = reliability;
   return j.dump();
 }
 
@@ -158,6 +189,11 @@ RunHistory history_from_json(const std::string& text) {
       s.head_grad_norm = get_num(e.at("h"));
       for (const auto& [k, v] : e.at("d").items()) s.diagnostics[k] = get_num(v);
       h.steps.push_back(std::move(s));
+    }
+    if (j.contains("best_reliability")) {
+      for (const auto& d : j.at("best_reliability")) {
+        h.best_reliability.push_back(reliability_from(d));
+      }
     }
   } catch (const json::exception& e) {
     TORCH_CHECK(false, "the checkpoint's run history is unreadable: ", e.what());
@@ -371,6 +407,7 @@ std::string curves_svg(const RunHistory& h, const std::vector<std::string>& task
   for (const auto& r : h.epochs) {
     max_epoch = std::max(max_epoch, r.epoch);
     for (const auto& [key, value] : r.val) {
+      if (is_calibration_metric(key)) continue;  // calibration.svg shows them
       auto it = index.find(key);
       if (it == index.end()) {
         it = index.emplace(key, metrics.size()).first;
@@ -400,6 +437,97 @@ std::string curves_svg(const RunHistory& h, const std::vector<std::string>& task
   legend(os, pw + 5, 50, metrics);
   panel(os, pw + legend_w, 10, pw, ph, "training loss (epoch mean)", losses, max_epoch);
   legend(os, 2 * pw + legend_w + 5, 50, losses);
+  os << "</svg>\n";
+  return os.str();
+}
+
+namespace {
+
+/// One reliability diagram with its top-left corner at (x0, y0): the plot [0, 1]² of
+/// `kPlot` px, and below it the share of items per bin.
+constexpr double kPlot = 200, kShare = 36;
+
+void reliability_panel(std::ostringstream& os, double x0, double y0, const TaskReliability& d) {
+  const ReliabilityBins& r = d.bins;
+  const double left = x0 + 50, top = y0 + 35, right = left + kPlot, bottom = top + kPlot;
+  const double share_top = bottom + 8, share_bottom = share_top + kShare;
+  const auto px = [&](double c) { return left + c * kPlot; };
+  const auto py = [&](double v) { return bottom - v * kPlot; };
+  const double ece = r.ece();
+  std::ostringstream head;
+  head << d.task << ": ECE ";
+  if (std::isfinite(ece)) head << std::fixed << std::setprecision(4) << ece;
+  else head << "n/a";
+  head << " (n = " << r.total() << ")";
+  os << "<text x=\"" << (left + right) / 2 << "\" y=\"" << y0 + 20
+     << "\" text-anchor=\"middle\" font-size=\"13\">" << xml_escape(head.str()) << "</text>\n";
+  for (int i = 0; i <= 5; ++i) {
+    const double v = i / 5.0;
+    os << "<line x1=\"" << left << "\" y1=\"" << py(v) << "\" x2=\"" << right << "\" y2=\""
+       << py(v) << "\" stroke=\"#eee\"/>\n";
+    os << "<text x=\"" << left - 5 << "\" y=\"" << py(v) + 4
+       << "\" text-anchor=\"end\" font-size=\"10\">" << v << "</text>\n";
+    os << "<text x=\"" << px(v) << "\" y=\"" << share_bottom + 13
+       << "\" text-anchor=\"middle\" font-size=\"10\">" << v << "</text>\n";
+  }
+  int64_t most = 0;
+  for (int64_t c : r.count) most = std::max(most, c);
+  const double w = kPlot / static_cast<double>(std::max<int64_t>(1, r.bins()));
+  for (int64_t b = 0; b < r.bins(); ++b) {
+    const auto i = static_cast<size_t>(b);
+    if (r.count[i] == 0) continue;
+    const double x = px(static_cast<double>(b) / static_cast<double>(r.bins()));
+    const double acc = r.outcome[i], conf = r.confidence[i];
+    os << "<rect x=\"" << x << "\" y=\"" << py(acc) << "\" width=\"" << w << "\" height=\""
+       << bottom - py(acc) << "\" fill=\"#1f77b4\" stroke=\"white\"/>\n";
+    os << "<rect x=\"" << x << "\" y=\"" << py(std::max(acc, conf)) << "\" width=\"" << w
+       << "\" height=\"" << std::fabs(py(acc) - py(conf))
+       << "\" fill=\"#d62728\" fill-opacity=\"0.35\" stroke=\"#d62728\" stroke-width=\"0.5\"/>\n";
+    const double hh = kShare * static_cast<double>(r.count[i]) / static_cast<double>(most);
+    os << "<rect x=\"" << x << "\" y=\"" << share_bottom - hh << "\" width=\"" << w
+       << "\" height=\"" << hh << "\" fill=\"#999\" stroke=\"white\"/>\n";
+  }
+  os << "<line x1=\"" << left << "\" y1=\"" << bottom << "\" x2=\"" << right << "\" y2=\"" << top
+     << "\" stroke=\"#444\" stroke-dasharray=\"4,3\"/>\n";
+  os << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << kPlot << "\" height=\""
+     << kPlot << "\" fill=\"none\" stroke=\"#444\"/>\n";
+  os << "<rect x=\"" << left << "\" y=\"" << share_top << "\" width=\"" << kPlot
+     << "\" height=\"" << kShare << "\" fill=\"none\" stroke=\"#bbb\"/>\n";
+  os << "<text x=\"" << (left + right) / 2 << "\" y=\"" << share_bottom + 28
+     << "\" text-anchor=\"middle\" font-size=\"11\">"
+     << (d.binary ? "predicted P(positive)" : "confidence (max probability)") << "</text>\n";
+  const double ly = (top + bottom) / 2;
+  os << "<text x=\"" << x0 + 14 << "\" y=\"" << ly << "\" text-anchor=\"middle\" "
+     << "font-size=\"11\" transform=\"rotate(-90 " << x0 + 14 << " " << ly << ")\">"
+     << (d.binary ? "fraction positive" : "accuracy") << "</text>\n";
+}
+
+}  // namespace
+
+std::string calibration_svg(const std::vector<TaskReliability>& diagrams,
+                            const std::string& title) {
+  TORCH_CHECK(!diagrams.empty(), "calibration_svg: no reliability diagram to draw");
+  const double pw = kPlot + 70, ph = 35 + kPlot + 8 + kShare + 40;
+  const auto n = static_cast<int64_t>(diagrams.size());
+  const int64_t cols = std::min<int64_t>(n, 5), rows = (n + cols - 1) / cols;
+  const double width = std::max(pw * static_cast<double>(cols), 560.0);
+  const double height = ph * static_cast<double>(rows) + 64;
+  std::ostringstream os;
+  os << std::setprecision(6);
+  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+     << "\" viewBox=\"0 0 " << width << " " << height
+     << "\" font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  for (int64_t k = 0; k < n; ++k) {
+    reliability_panel(os, pw * static_cast<double>(k % cols), 5 + ph * static_cast<double>(k / cols),
+                      diagrams[static_cast<size_t>(k)]);
+  }
+  os << "<text x=\"10\" y=\"" << height - 40 << "\" font-size=\"12\" fill=\"#555\">"
+     << xml_escape(title) << "</text>\n";
+  os << "<text x=\"10\" y=\"" << height - 23 << "\" font-size=\"11\" fill=\"#555\">"
+     << diagrams.front().bins.bins()
+     << " equal-width bins; dashed: perfect calibration; grey: items per bin.</text>\n";
+  os << "<text x=\"10\" y=\"" << height - 8 << "\" font-size=\"11\" fill=\"#555\">Blue: "
+        "accuracy (binary: fraction of positives); red: gap to the bin's mean confidence.</text>\n";
   os << "</svg>\n";
   return os.str();
 }

@@ -240,7 +240,7 @@ TrainSummary Trainer::run() {
                 "`, or start over with --overwrite, or choose another --out");
     if (log) *log << "note: replacing the previous run in " << dir << "\n";
     for (const char* f : {"checkpoint.pt", "best_model.pt", "summary.json", "metrics.csv",
-                          "steps.csv", "curves.svg"}) {
+                          "steps.csv", "curves.svg", "calibration.svg"}) {
       fs::remove(path(f), ec);
     }
   }
@@ -424,7 +424,9 @@ TrainSummary Trainer::run() {
     if (single) {
       s.stl_task = o.stl_task();
       MetricMap v, t;
-      for (const auto& key : task_metric_keys(bench, o.stl_task())) {
+      std::vector<std::string> keys = task_metric_keys(bench, o.stl_task());
+      for (const char* metric : {"/ece", "/brier"}) keys.push_back(o.stl_task() + metric);
+      for (const auto& key : keys) {
         if (s.val.count(key)) v[key] = s.val.at(key);
         if (s.test.count(key)) t[key] = s.test.at(key);
       }
@@ -448,6 +450,15 @@ TrainSummary Trainer::run() {
     write_file_atomic(path("steps.csv"), steps_csv(history, tasks));
     write_file_atomic(path("summary.json"), summary_to_json(s));
     write_file_atomic(path("curves.svg"), curves_svg(history, tasks, title));
+    std::vector<TaskReliability> diagrams;
+    for (const auto& d : history.best_reliability) {
+      if (!single || d.task == o.stl_task()) diagrams.push_back(d);
+    }
+    if (!diagrams.empty()) {
+      write_file_atomic(path("calibration.svg"),
+                        calibration_svg(diagrams, title + " / test split, best epoch " +
+                                                      std::to_string(history.best_epoch)));
+    }
   };
 
   // ---------------------------------------------------------------- epochs
@@ -639,16 +650,19 @@ TrainSummary Trainer::run() {
     er.val = compute_metrics(
         bench, predict(model, data.val, o.eval_batch_size(), o.prefetch(), device, posterior_means),
         data.val->labels());
-    er.test = compute_metrics(
-        bench, predict(model, data.test, o.eval_batch_size(), o.prefetch(), device, posterior_means),
-        data.test->labels());
+    const std::vector<at::Tensor> test_outputs =
+        predict(model, data.test, o.eval_batch_size(), o.prefetch(), device, posterior_means);
+    er.test = compute_metrics(bench, test_outputs, data.test->labels());
     er.score = single ? single_task_score(bench, er.val, o.stl_task())
                       : selection_score(bench, er.val);
     er.eval_seconds = seconds_since(eval_start);
     bool best = history.best_epoch == 0;
     if (!best) best = er.score.better_than(history.best().score);
     history.epochs.push_back(er);
-    if (best) history.best_epoch = er.epoch;
+    if (best) {
+      history.best_epoch = er.epoch;
+      history.best_reliability = reliability_diagrams(bench, test_outputs, data.test->labels());
+    }
     history.wall_seconds = wall_before + seconds_since(session_start);
 
     // Checkpoint first (atomically), then the records derived from it.
@@ -667,11 +681,20 @@ TrainSummary Trainer::run() {
            << fixed(er.eval_seconds, 1) << "s eval)  lr " << lr << "  loss";
       for (int64_t t = 0; t < n_tasks && t < 4; ++t) line << " " << fixed(er.train_loss[t], 4);
       if (n_tasks > 4) line << " ... (" << n_tasks << " tasks)";
-      if (er.val.size() <= 4) {
+      // The task metrics only: the calibration metrics are in metrics.csv and the summary.
+      const auto shown = [](const MetricMap& m) {
+        std::vector<std::pair<std::string, double>> kv;
+        for (const auto& [k, v] : m) {
+          if (!is_calibration_metric(k)) kv.emplace_back(k, v);
+        }
+        return kv;
+      };
+      const auto val_shown = shown(er.val);
+      if (val_shown.size() <= 4) {
         line << "  val";
-        for (const auto& [k, v] : er.val) line << " " << k << " " << fixed(v, 4);
+        for (const auto& [k, v] : val_shown) line << " " << k << " " << fixed(v, 4);
         line << "  test";
-        for (const auto& [k, v] : er.test) line << " " << fixed(v, 4);
+        for (const auto& [k, v] : shown(er.test)) line << " " << fixed(v, 4);
       } else {
         const bool lower = rule.find("(lower)") != std::string::npos;
         line << "  " << rule << " " << fixed(lower ? -er.score.primary : er.score.primary, 4);

@@ -91,7 +91,10 @@ TEST(PaperTrainCli, UTKFace) {
   EXPECT_EQ(s.at("n_val"), 1);
   EXPECT_EQ(s.at("n_test"), 3);
   EXPECT_EQ(tasks_of(s), (std::vector<std::string>{"age", "gender", "race"}));
-  expect_metrics(s, {"age/mse", "age/mae", "gender/accuracy", "race/accuracy"});
+  expect_metrics(s, {"age/mse", "age/mae", "gender/accuracy", "race/accuracy", "gender/ece",
+                     "race/brier"});
+  EXPECT_FALSE(s.at("test").contains("age/ece"));  // regression: no calibration
+  EXPECT_TRUE(fs::is_regular_file(dir.path / "run" / "calibration.svg"));
   // Δm against the published STL numbers (spec).
   EXPECT_TRUE(s.contains("delta_m") && s.at("delta_m").is_number()) << s.dump();
   EXPECT_TRUE(contains(r.out, "resnet18(3x32x32 -> 16)")) << r.out;
@@ -113,7 +116,9 @@ TEST(PaperTrainCli, ChestX14) {
   const auto tasks = tasks_of(s);
   ASSERT_EQ(tasks.size(), 14u);
   EXPECT_EQ(tasks[11], "Pleural_Thickening");
-  expect_metrics(s, {"Atelectasis/auc", "Pleural_Thickening/auc", "Pneumothorax/auc"});
+  expect_metrics(s, {"Atelectasis/auc", "Pleural_Thickening/auc", "Pneumothorax/auc",
+                     "Atelectasis/ece", "Pneumothorax/brier"});
+  EXPECT_TRUE(fs::is_regular_file(dir.path / "run" / "calibration.svg"));
   EXPECT_FALSE(s.at("test").contains("Atelectasis/accuracy"));
   EXPECT_EQ(s.at("selection"), "validation mean AUC");
   EXPECT_TRUE(contains(r.out, "resnet34(3x32x32 -> 16)")) << r.out;

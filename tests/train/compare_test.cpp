@@ -9,6 +9,7 @@
 
 #include "test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -107,6 +108,85 @@ TEST(CompareTable, CsvHasTheDocumentedColumns) {
   expect.precision(10);
   expect << "x," << dm << ",,1.5,2.5,1,0.5,,1,";
   EXPECT_EQ(x, expect.str());
+}
+
+/// A run with task metrics a/accuracy, b/mae, c/accuracy and the calibration of a and c.
+CompareRun calibrated(const std::string& method, uint64_t seed, double acc, double ece_a,
+                      double ece_c, double brier_a, double brier_c) {
+  CompareRun r = run(method, seed, acc, 2.0 + 0.5 * static_cast<double>(seed), 1.0);
+  r.test["c/accuracy"] = acc - 0.125;
+  r.test["a/ece"] = ece_a;
+  r.test["c/ece"] = ece_c;
+  r.test["a/brier"] = brier_a;
+  r.test["c/brier"] = brier_c;
+  return r;
+}
+
+TEST(CompareTable, CalibrationColumnsStayOutOfDeltaMAndTheMeanRank) {
+  const std::vector<std::string> task_keys = {"a/accuracy", "b/mae", "c/accuracy"};
+  std::vector<std::string> keys = task_keys;
+  for (const char* k : {"a/ece", "a/brier", "c/ece", "c/brier"}) keys.push_back(k);
+  const std::vector<CompareRun> runs = {
+      calibrated("stl", 1, 0.75, 0.01, 0.02, 0.1, 0.2),
+      calibrated("stl", 2, 0.875, 0.01, 0.02, 0.1, 0.2),
+      // Better calibrated than stl but worse task metrics.
+      calibrated("ls", 1, 0.625, 0.0, 0.0, 0.0, 0.0),
+      calibrated("ls", 2, 0.625, 0.0, 0.0, 0.0, 0.0),
+      calibrated("x", 1, 0.875, 0.1, 0.3, 0.2, 0.4),
+      calibrated("x", 2, 0.75, 0.2, 0.4, 0.3, 0.5),
+  };
+  const std::vector<std::string> methods = {"stl", "ls", "x"};
+  const CompareTable t = make_compare_table("demo", keys, methods, runs, {}, "");
+  EXPECT_EQ(t.keys, task_keys);
+  EXPECT_EQ(t.calibration_keys, (std::vector<std::string>{"a/ece", "a/brier", "c/ece", "c/brier"}));
+  EXPECT_EQ(t.baseline.count("a/ece") + t.baseline.count("c/brier"), 0u);
+  // Δm and the mean rank are those of the same runs without calibration metrics.
+  std::vector<CompareRun> stripped = runs;
+  for (auto& r : stripped) {
+    for (const char* k : {"a/ece", "a/brier", "c/ece", "c/brier"}) r.test.erase(k);
+  }
+  const CompareTable plain = make_compare_table("demo", task_keys, methods, stripped, {}, "");
+  EXPECT_EQ(t.baseline, plain.baseline);
+  for (size_t i = 0; i < methods.size(); ++i) {
+    EXPECT_EQ(*t.rows[i].delta_m, *plain.rows[i].delta_m) << methods[i];
+    EXPECT_EQ(*t.rows[i].mean_rank, *plain.rows[i].mean_rank) << methods[i];
+    EXPECT_FALSE(plain.rows[i].ece.has_value());
+  }
+  // x: per seed the mean over tasks a and c: ECE 0.2, 0.3 -> 0.25 ± sqrt(0.005); Brier 0.3,
+  // 0.4 -> 0.35 ± sqrt(0.005).
+  const CompareRow& x = t.rows[2];
+  EXPECT_NEAR(*x.ece, 0.25, 1e-12);
+  EXPECT_NEAR(*x.ece_std, std::sqrt(0.005), 1e-12);
+  EXPECT_NEAR(*x.brier, 0.35, 1e-12);
+  EXPECT_NEAR(*x.brier_std, std::sqrt(0.005), 1e-12);
+  EXPECT_NEAR(x.mean.at("a/ece"), 0.15, 1e-12);
+  EXPECT_NEAR(x.mean.at("c/brier"), 0.45, 1e-12);
+  EXPECT_DOUBLE_EQ(*t.rows[1].ece, 0.0);
+
+  const std::string md = compare_table_markdown(t);
+  EXPECT_TRUE(contains(md, "| method | a/accuracy | b/mae | c/accuracy | ECE ↓ | Brier ↓ | Δm% ↓ |"))
+      << md;
+  EXPECT_TRUE(contains(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")) << md;
+  EXPECT_TRUE(contains(md, " | 0.2500 ± 0.0707 | 0.3500 ± 0.0707 | ")) << md;
+  EXPECT_TRUE(contains(md, "mean over the 2 classification task(s)")) << md;
+  EXPECT_TRUE(contains(md, "(not ECE and Brier)")) << md;
+  EXPECT_FALSE(contains(md, "a/ece")) << md;  // per-task values only in table.csv
+
+  std::istringstream csv(compare_table_csv(t));
+  std::string header, line;
+  std::getline(csv, header);
+  EXPECT_EQ(header,
+            "method,delta_m,delta_m_std,mean_rank,epoch_time_vs_ls,seeds,a/accuracy_mean,"
+            "a/accuracy_std,b/mae_mean,b/mae_std,c/accuracy_mean,c/accuracy_std,ece,ece_std,"
+            "brier,brier_std,a/ece_mean,a/ece_std,a/brier_mean,a/brier_std,c/ece_mean,c/ece_std,"
+            "c/brier_mean,c/brier_std");
+  const auto cells = [](const std::string& l) { return std::count(l.begin(), l.end(), ',') + 1; };
+  while (std::getline(csv, line)) EXPECT_EQ(cells(line), cells(header)) << line;
+
+  // Without calibration keys (regression-only benchmarks) no ECE or Brier columns at all.
+  const std::string plain_md = compare_table_markdown(plain);
+  EXPECT_FALSE(contains(plain_md, "ECE")) << plain_md;
+  EXPECT_FALSE(contains(compare_table_csv(plain), "ece")) << compare_table_csv(plain);
 }
 
 TrainOptions tiny(const std::string& out) {

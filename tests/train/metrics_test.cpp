@@ -115,7 +115,7 @@ TEST(Metrics, FashionBinaryPlanHasAccuracyAucAndArgmax) {
       at::tensor(std::vector<float>{2, -1, -3, -1, 1, 0.5, -2, -1, -0.5, -1, -2, -3})
           .reshape({4, 3});
   const MetricMap m = compute_metrics(b, {out}, {y});
-  EXPECT_EQ(m.size(), 7u);  // 3 accuracies, 3 AUCs, 1 argmax accuracy
+  EXPECT_EQ(m.size(), 13u);  // 3 accuracies, 3 AUCs, 1 argmax accuracy, 3 ECEs, 3 Briers
   // argmax per row: 0, 1, 2, 0 -> all right.
   EXPECT_DOUBLE_EQ(m.at("all/argmax_accuracy"), 1.0);
   // Task c: logits -3, 0.5, -0.5, -3 vs labels 0, 0, 1, 0: predictions 0, 1, 0, 0 -> 2/4.

@@ -49,7 +49,7 @@ TEST(PaperMetrics, ChestX14ReportsAucOnlyAndSelectsOnTheMeanAuc) {
   const at::Tensor out = fvec({0.1f, 0.0f, 0.4f, 1.0f, 0.35f, 2.0f, 0.8f, 3.0f}, 2);
   const at::Tensor y = fvec({0, 0, 0, 0, 1, 1, 1, 1}, 2);
   const MetricMap m = compute_metrics(b, {out}, {y});
-  EXPECT_EQ(m.size(), 2u);
+  EXPECT_EQ(m.size(), 6u);  // and per task an ECE and a Brier score
   EXPECT_DOUBLE_EQ(m.at("Hernia/auc"), 0.75);
   EXPECT_DOUBLE_EQ(m.at("Mass/auc"), 1.0);
   EXPECT_DOUBLE_EQ(selection_score(b, m).primary, 0.875);

@@ -1,5 +1,6 @@
 // The trainer end to end on a tiny synthetic-regression run: records, resume equivalence,
-// stopping on non-finite losses, settings and config files.
+// stopping on non-finite losses, settings and config files; and on a tiny classification
+// benchmark: the calibration records.
 #include "bayesagg/core/files.h"
 #include "bayesagg/data/embedded.h"
 #include "bayesagg/train/options.h"
@@ -10,7 +11,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "meta_benchmark.h"
+
 #include <filesystem>
+#include <iomanip>
 #include <limits>
 #include <sstream>
 
@@ -71,7 +75,82 @@ TEST(Trainer, WritesTheRunRecords) {
   EXPECT_EQ(back.test, s.test);
   EXPECT_EQ(back.best_epoch, s.best_epoch);
   EXPECT_EQ(read_file(dir + "/curves.svg").rfind("<svg", 0), 0u);
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "calibration.svg"));  // no classification task
   fs::remove_all(dir);
+}
+
+/// 192 / 64 / 64 items of 6 deterministic features; a 3-class task (argmax of the first three)
+/// and two binary tasks (signs of the next two).
+Benchmark tiny_classification() {
+  Benchmark b = testing::meta_benchmark(
+      "multi-fashion-mixed",
+      {TaskGroup(GroupType::multiclass, 3, "left"), TaskGroup(GroupType::binary, 2, "flags")},
+      {"left", "f0", "f1"});
+  const auto split = [](int64_t n, double offset) {
+    MultiTaskSplit s;
+    s.inputs = at::sin(at::arange(n * 6, at::kFloat).reshape({n, 6}) * 0.37 + offset);
+    s.labels = {s.inputs.slice(1, 0, 3).argmax(1),
+                s.inputs.slice(1, 3, 5).gt(0).to(at::kFloat)};
+    return s;
+  };
+  b.train = split(192, 0.0);
+  b.val = split(64, 0.5);
+  b.test = split(64, 1.0);
+  return b;
+}
+
+std::string fixed4(double v) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(4) << v;
+  return os.str();
+}
+
+TEST(Trainer, RecordsCalibrationOfEveryClassificationTask) {
+  const std::string dir = temp_dir("calibration");
+  const TrainOptions o = TrainOptions()
+                             .benchmark("multi-fashion-mixed")
+                             .method("ls")
+                             .epochs(2)
+                             .batch_size(64)
+                             .seed(1)
+                             .threads(1)
+                             .progress("none")
+                             .out(dir);
+  const TrainSummary s = Trainer(o, tiny_classification()).run();
+  for (const char* task : {"left", "f0", "f1"}) {
+    for (const MetricMap* m : {&s.val, &s.test}) {
+      const std::string t = task;
+      ASSERT_TRUE(m->count(t + "/ece") && m->count(t + "/brier")) << t;
+      EXPECT_GE(m->at(t + "/ece"), 0.0);
+      EXPECT_LE(m->at(t + "/ece"), 1.0);
+      EXPECT_GE(m->at(t + "/brier"), 0.0);
+      EXPECT_LE(m->at(t + "/brier"), t == "left" ? 2.0 : 1.0);
+    }
+  }
+  const std::string metrics = read_file(dir + "/metrics.csv");
+  EXPECT_NE(metrics.find("\n2,test,left,ece,"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\n1,val,f1,brier,"), std::string::npos) << metrics;
+  EXPECT_EQ(summary_from_json(read_file(dir + "/summary.json")).test, s.test);
+  // The diagrams are the best epoch's on test: their ECEs are the summary's.
+  const std::string svg = read_file(dir + "/calibration.svg");
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("left: ECE " + fixed4(s.test.at("left/ece")) + " (n = 64)"),
+            std::string::npos) << svg;
+  EXPECT_NE(svg.find("f1: ECE " + fixed4(s.test.at("f1/ece"))), std::string::npos) << svg;
+  EXPECT_NE(svg.find("best epoch " + std::to_string(s.best_epoch)), std::string::npos);
+  // Calibration stays out of the validation curves.
+  EXPECT_EQ(read_file(dir + "/curves.svg").find("ece"), std::string::npos);
+
+  // Single-task learning keeps the trained task's calibration only.
+  const TrainSummary one =
+      Trainer(TrainOptions(o).stl_task("f0").out(dir + "_f0"), tiny_classification()).run();
+  EXPECT_EQ(one.test.size(), 4u);  // accuracy, auc, ece, brier
+  EXPECT_TRUE(one.test.count("f0/ece") && one.test.count("f0/brier"));
+  const std::string svg_f0 = read_file(dir + "_f0/calibration.svg");
+  EXPECT_NE(svg_f0.find("f0: ECE "), std::string::npos);
+  EXPECT_EQ(svg_f0.find("left: ECE "), std::string::npos);
+  fs::remove_all(dir);
+  fs::remove_all(dir + "_f0");
 }
 
 TEST(Trainer, ResumedRunEndsWithTheSameNumbersAsAnUninterruptedOne) {

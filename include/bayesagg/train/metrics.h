@@ -6,6 +6,7 @@
 
 #include "bayesagg/core/task_group.h"  // Labels
 #include "bayesagg/data/dataset.h"
+#include "bayesagg/train/calibration.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -34,8 +35,14 @@ double mean_absolute_error(const at::Tensor& prediction, const at::Tensor& targe
 double mean_squared_error(const at::Tensor& prediction, const at::Tensor& target);
 
 /// Whether larger values are better: `accuracy`, `auc`, `argmax_accuracy` yes; `mse`, `mae`,
-/// `loss` no. Accepts a bare metric name or a `task/metric` key; throws on unknown names.
+/// `loss`, `ece`, `brier` no. Accepts a bare metric name or a `task/metric` key; throws on
+/// unknown names.
 bool higher_is_better(const std::string& metric);
+
+/// Whether `metric` (a bare name or a `task/metric` key) is a calibration metric (`ece`,
+/// `brier`): reported for every classification task, but never part of Δm, of the mean rank of
+/// `compare`, or of model selection.
+bool is_calibration_metric(const std::string& metric);
 
 // ------------------------------------------------------------------ benchmark metric plans
 
@@ -53,12 +60,25 @@ bool higher_is_better(const std::string& metric);
 ///   homo, lumo, zpve, u0, u298, h298, g298; `qm9_report_units()`).
 /// Other benchmarks: multiclass `accuracy`; binary `accuracy` and `auc`; regression `mse`
 /// (as trained) and, when the group is standardised, `mae` on the original scale.
+/// These are the metrics of Δm, of the mean rank and of model selection; the calibration
+/// metrics are listed by `calibration_keys`.
 std::vector<std::string> metric_keys(const Benchmark& benchmark);
 
-/// Computes `metric_keys(benchmark)` from every group's outputs [N, rows] and labels over one
-/// split (all N items at once: AUC is not a mean over batches).
+/// The calibration metrics of a benchmark: `<task>/ece` (15 equal-width bins) and
+/// `<task>/brier` for every classification task (multiclass and binary), in task order; empty for
+/// a regression-only benchmark. Definitions: calibration.h.
+std::vector<std::string> calibration_keys(const Benchmark& benchmark);
+
+/// Computes `metric_keys(benchmark)` and `calibration_keys(benchmark)` from every group's outputs
+/// [N, rows] and labels over one split (all N items at once: AUC is not a mean over batches).
 MetricMap compute_metrics(const Benchmark& benchmark, const std::vector<at::Tensor>& outputs,
                           const Labels& labels);
+
+/// The reliability diagram (`kCalibrationBins` bins) of every classification task, in task
+/// order, from every group's outputs [N, rows] and labels over one split.
+std::vector<TaskReliability> reliability_diagrams(const Benchmark& benchmark,
+                                                  const std::vector<at::Tensor>& outputs,
+                                                  const Labels& labels);
 
 /// A model-selection score: larger is better, compared lexicographically (primary, then
 /// secondary as a tie breaker).
@@ -105,7 +125,8 @@ std::optional<double> delta_m(const MetricMap& values, const MetricMap& baseline
 MetricMap published_stl_baselines(const std::string& benchmark, const std::string& split = "test");
 
 /// Reads single-task baselines from a JSON file: `{"task/metric": value, ...}`, or
-/// `{"test": {...}}` (only the test block is used). Throws naming the file and the bad entry.
+/// `{"test": {...}}` (only the test block is used). Throws naming the file and the bad entry
+/// (calibration metrics included: Δm does not use them).
 MetricMap read_stl_baselines(const std::string& path);
 
 /// Checks that every baseline key is a metric of `benchmark`; throws listing the known keys.

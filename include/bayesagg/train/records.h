@@ -1,6 +1,6 @@
 #pragma once
 /// What a run records: per-epoch and per-step history, and the files of the run folder
-/// (metrics.csv, steps.csv, summary.json, curves.svg), all written atomically.
+/// (metrics.csv, steps.csv, summary.json, curves.svg, calibration.svg), all written atomically.
 
 #include "bayesagg/train/metrics.h"
 
@@ -50,6 +50,9 @@ struct RunHistory {
   int64_t best_epoch = 0;
   /// Wall time of the completed epochs, summed over sessions (a resumed run adds to it).
   double wall_seconds = 0.0;
+  /// The reliability diagrams of the best epoch's test split, one per classification task
+  /// (empty for regression-only benchmarks, and in histories saved before they were recorded).
+  std::vector<TaskReliability> best_reliability;
 
   /// Drops everything after `epoch` (completed epochs).
   void truncate(int64_t epoch);
@@ -104,9 +107,16 @@ std::string metrics_csv(const RunHistory& history, const std::vector<std::string
 /// steps.csv: `epoch,step,lr,loss_<task>...,trunk_grad_norm,head_grad_norm,<diagnostics>...`
 /// (the union of the diagnostics' names, sorted; empty cells when a step lacks one).
 std::string steps_csv(const RunHistory& history, const std::vector<std::string>& tasks);
-/// curves.svg: per-task validation metrics (left) and training losses (right) by epoch.
+/// curves.svg: per-task validation metrics (left; the calibration metrics are left out) and
+/// training losses (right) by epoch.
 std::string curves_svg(const RunHistory& history, const std::vector<std::string>& tasks,
                        const std::string& title);
+/// calibration.svg: one reliability diagram per task of `diagrams`: per confidence bin, a bar of
+/// the mean outcome (accuracy; binary: fraction of positives), the gap to the bin's mean
+/// confidence, the share of items per bin, and the diagonal; the task's ECE in its title.
+/// Throws when `diagrams` is empty.
+std::string calibration_svg(const std::vector<TaskReliability>& diagrams,
+                            const std::string& title);
 /// The final table: per-task metrics of the best epoch (val, test, STL baseline) and Δm.
 std::string format_summary_table(const TrainSummary& summary);
 

@@ -15,7 +15,8 @@
 ///    gradient stops the run naming the task, epoch and step), Adam step;
 /// 3. `Method::on_epoch_end`; evaluation on validation and test; model selection;
 /// 4. an atomic checkpoint, then the run records (metrics.csv, steps.csv, summary.json,
-///    curves.svg, best_model.pt when the epoch is the best so far).
+///    curves.svg, calibration.svg for benchmarks with classification tasks, best_model.pt when
+///    the epoch is the best so far).
 
 #include "bayesagg/data/dataset.h"
 #include "bayesagg/train/options.h"
