@@ -4,6 +4,8 @@
 
 #include "bayesagg/bayes/bayes_agg.h"
 #include "bayesagg/core/losses.h"
+#include "bayesagg/methods/method.h"
+#include "bayesagg/train/options.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -81,7 +83,8 @@ Labels random_labels(const std::vector<TaskGroup>& groups, int64_t n, at::Genera
 
 Command add_bench(CLI::App& app) {
   struct Args {
-    std::string preset, groups, moments = "exact", multiclass_moments;
+    std::string preset, groups, moments = "exact", multiclass_moments,
+        method = "bayesagg-reference";
     int64_t batch = 0, dim = 0, full_n = 10000, mc_samples = 1024, rb_samples = 0, repeats = 10,
             full_repeats = 3;
     int threads = 0;
@@ -90,6 +93,10 @@ Command add_bench(CLI::App& app) {
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand(
       "bench", "Time one aggregation step, the full-data posterior step and the LS backward");
+  sub->add_option("--method", a->method,
+                  "bayesagg-reference (the authors' method, default) or bayesagg (this project's "
+                  "variant: its posterior centre, weighting, scale and noise settings)")
+      ->capture_default_str();
   sub->add_option("--preset", a->preset, "Shape preset: qm9, utkface, cifar or chestx")
       ->check(CLI::IsMember({"qm9", "utkface", "cifar", "chestx"}));
   sub->add_option("--groups", a->groups,
@@ -153,8 +160,12 @@ Command add_bench(CLI::App& app) {
       full_y = random_labels(groups, a->full_n, gen, heads, full_h);
       y = random_labels(groups, b, gen, heads, h);
     }
-    BayesAggOptions options = BayesAggOptions()
-                                  .mc_samples(a->mc_samples)
+    TORCH_CHECK(is_bayesagg_method(a->method), "--method must be bayesagg or bayesagg-reference, got '",
+                a->method, "'");
+    BayesAggOptions options = TrainOptions().method(a->method).with_method_preset().bayesagg();
+    TORCH_CHECK(options.refresh() == PosteriorRefresh::epoch,
+                "bench times the epoch-refreshed prior; this method's preset uses running statistics");
+    options.mc_samples(a->mc_samples)
                                   .binary_moments(parse_moment_estimator(a->moments))
                                   .seed(a->seed);
     if (!a->multiclass_moments.empty()) {
@@ -178,6 +189,7 @@ Command add_bench(CLI::App& app) {
     });
     nlohmann::json out;
     out["preset"] = a->preset;
+    out["method"] = a->method;
     out["groups"] = group_spec;
     out["batch"] = b;
     out["dim"] = d;

@@ -3,7 +3,7 @@
 # finalists at the full default protocol. Selection is on validation data only
 # (bench/ablation_table.py ranks by validation Δm against LS).
 #
-#   bench/ablation.sh screen  BENCHMARK [OUT]   # the grid, reduced budget, seeds 1-2
+#   bench/ablation.sh screen  BENCHMARK [OUT]   # the grid, reduced budget (seeds 1-2; Fashion: 1)
 #   bench/ablation.sh confirm BENCHMARK [OUT] SPEC...   # finalists, full protocol, seeds 1-3
 #
 # Environment: BAYESAGG (the CLI, default build/bayesagg), THREADS (default 1).
@@ -13,22 +13,26 @@ stage=${1:?screen or confirm}; bench=${2:?benchmark}; out=${3:-runs/ablation-$be
 shift $(( $# < 3 ? $# : 3 ))
 cli=${BAYESAGG:-build/bayesagg}; threads=${THREADS:-1}
 
-# The grid: one factor at a time from the head-centred posterior, then combinations.
-grid=(ls bayesagg-reference
-  "bayesagg[posterior=head]" "bayesagg[posterior=mode]"
-  "bayesagg[posterior=head,refresh=running]" "bayesagg[posterior=newton,refresh=running]"
-  "bayesagg[posterior=head,weighting=task]" "bayesagg[posterior=head,weighting=snr]"
-  "bayesagg[posterior=head,s-reg=0,s-cls=0]")
+# The grid: the reference, then one factor at a time (posterior centre, scale, weighting, refresh,
+# noise) around the head-centred posterior with LS's gradient size, then combinations.
+h="posterior=head,scale=sum"
+grid=(ls uw bayesagg-reference
+  "bayesagg[posterior=head,scale=average]" "bayesagg[$h]" "bayesagg[posterior=newton,scale=sum]"
+  "bayesagg[posterior=mode,scale=sum]" "bayesagg[$h,weighting=snr]" "bayesagg[$h,weighting=task]"
+  "bayesagg[$h,s-reg=0,s-cls=0]" "bayesagg[$h,refresh=running]"
+  "bayesagg[$h,weighting=snr,refresh=running]")
+# Noise estimation: regression outputs' noise, classification tasks' likelihood temperature.
+grid+=("bayesagg[$h,noise=estimated]" "bayesagg[$h,noise=estimated,weighting=task]"
+       "bayesagg[$h,noise=estimated,s-reg=0,s-cls=0]")
 case "$bench" in
   synthetic-regression|multi-fashion-mixed)
-    grid+=("bayesagg[posterior=head,noise=estimated]" "bayesagg[posterior=head,noise=estimated,weighting=snr]"
-           "bayesagg[posterior=head,noise=estimated,weighting=task]" "bayesagg[noise=estimated]") ;;
+    grid+=("bayesagg[$h,noise=estimated,weighting=snr]" "bayesagg[$h,noise=estimated,refresh=running]") ;;
 esac
 
 case "$stage:$bench" in
   screen:synthetic-regression) budget=(--seeds 2) ;;   # full protocol: it is cheap
-  screen:multi-fashion|screen:multi-fashion-mixed) budget=(--seeds 2 --train-subset 20000) ;;
-  screen:fashion-binary) budget=(--seeds 2 --train-subset 10000) ;;
+  screen:multi-fashion|screen:multi-fashion-mixed) budget=(--seeds 1 --train-subset 20000) ;;
+  screen:fashion-binary) budget=(--seeds 1 --train-subset 10000) ;;
   confirm:*) budget=(--seeds 3); grid=(ls bayesagg-reference "$@") ;;
   *) echo "usage: $0 screen|confirm BENCHMARK [OUT] [SPEC...]" >&2; exit 2 ;;
 esac

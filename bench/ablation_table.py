@@ -22,8 +22,16 @@ def higher_is_better(key):
     return key.rsplit("/", 1)[-1] in HIGHER
 
 
+CALIBRATION = ("ece", "brier")
+
+
+def is_calibration(key):
+    return key.rsplit("/", 1)[-1] in CALIBRATION
+
+
 def delta_m(metrics, base):
-    keys = [k for k in base if k in metrics and base[k] != 0]
+    """Δm% over the task metrics (calibration metrics are reported apart, never in Δm)."""
+    keys = [k for k in base if k in metrics and base[k] != 0 and not is_calibration(k)]
     if not keys:
         return float("nan")
     total = 0.0
@@ -33,15 +41,36 @@ def delta_m(metrics, base):
     return 100.0 * total / len(keys)
 
 
+# BayesAgg-MTL's variant settings, as config.json records them (absent in older runs: the
+# reference's value).
+VARIANT = (("posterior", "newton"), ("refresh", "epoch"), ("noise", "fixed"),
+           ("weighting", "precision"), ("scale", "average"))
+S_DEFAULTS = (("s-reg", 0.3), ("s-cls", 0.1), ("ls-epochs", 1))
+
+
+def label(folder_name, config):
+    """The row label: the method; for BayesAgg-MTL, the settings in which the run differs from
+    the reference (`bayesagg-reference` when none)."""
+    method = config.get("method", folder_name)
+    if not method.startswith("bayesagg"):
+        return method
+    parts = [f"{k}={config.get(k, d)}" for k, d in VARIANT + S_DEFAULTS if config.get(k, d) != d]
+    return f"bayesagg[{','.join(parts)}]" if parts else "bayesagg-reference"
+
+
 def load_runs(folder):
-    """{spec folder: [summary, ...]} of the finished runs below `folder`."""
+    """{row label: [summary, ...]} of the finished runs below `folder`."""
     runs = {}
     for path in sorted(glob.glob(os.path.join(folder, "*", "seed*", "summary.json"))):
         with open(path) as f:
             s = json.load(f)
         if s.get("epochs_completed") != s.get("epochs"):
             continue
-        runs.setdefault(path.split(os.sep)[-3], []).append(s)
+        with open(os.path.join(os.path.dirname(path), "config.json")) as f:
+            config = json.load(f)
+        row = runs.setdefault(label(path.split(os.sep)[-3], config), [])
+        if all(r["seed"] != s["seed"] for r in row):  # one spec may be reachable by two names
+            row.append(s)
     return runs
 
 
@@ -78,13 +107,18 @@ def main():
     rows.sort(key=lambda r: (math.isnan(r[0]), r[0]))
     print(f"Δm% against {base_name} (val against its val, test against its test); sorted by "
           f"val Δm (the selection criterion). Seeds per row in the last column.\n")
-    print("| method | val Δm% ↓ | test Δm% ↓ | best epochs | seeds |")
-    print("|---|---:|---:|---|---:|")
+    print("| method | val Δm% ↓ | test Δm% ↓ | val ECE ↓ | val Brier ↓ | best epochs | seeds |")
+    print("|---|---:|---:|---:|---:|---|---:|")
     for vdm, name, summaries, val_dm, test_dm in rows:
         sd = lambda v: f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else ""
         epochs = ",".join(str(s["best_epoch"]) for s in summaries)
+        cal = []
+        for metric in CALIBRATION:
+            v = [x for s in summaries for k, x in s["val"].items()
+                 if k.endswith("/" + metric) and x is not None]
+            cal.append(f"{statistics.mean(v):.4f}" if v else "–")
         print(f"| {name} | {vdm:+.2f}{sd(val_dm)} | {statistics.mean(test_dm):+.2f}{sd(test_dm)} "
-              f"| {epochs} | {len(summaries)} |")
+              f"| {cal[0]} | {cal[1]} | {epochs} | {len(summaries)} |")
 
 
 if __name__ == "__main__":

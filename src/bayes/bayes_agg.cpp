@@ -322,7 +322,15 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
     const MomentEstimator est = group.type == GroupType::multiclass ? options_.multiclass_moments()
                                                                     : options_.binary_moments();
     const at::Tensor noise = g < noise_.size() ? noise_[g] : at::Tensor();
-    const GradMoments m = gradient_moments(group, ga.posterior, h, y, est, mopts, gens[g], noise);
+    const bool regression = group.type == GroupType::regression;
+    GradMoments m = gradient_moments(group, ga.posterior, h, y, est, mopts, gens[g],
+                                     regression ? noise : at::Tensor());
+    if (noise.defined() && !regression) {
+      // The likelihood tempered by the task's mean loss: g / tau, Var / tau^2.
+      const at::Tensor tau = noise.view({1, -1, 1});
+      m.mean = m.mean / tau;
+      m.var = m.var / (tau * tau);
+    }
     moment_jitter[g] = m.jitter;
     ga.grad_mean = m.mean;
     ga.raw_var = m.var;
@@ -372,8 +380,7 @@ void BayesAgg::start_epoch_posteriors(const std::vector<Head>& heads) {
   if (options_.noise() != ObservationNoise::estimated || previous_.size() == 0) return;
   const Labels labels = previous_.labels();
   for (size_t g = 0; g < groups_.size(); ++g) {
-    if (groups_[g].type != GroupType::regression) continue;
-    noise_[g] = regression_noise(previous_.features(), labels[g], heads[g]);
+    noise_[g] = task_noise(groups_[g], previous_.features(), labels[g], heads[g]);
     stats_.noise[g] = noise_[g].mean().item<double>();
   }
 }

@@ -1,4 +1,5 @@
 #include "bayesagg/bayes/posterior.h"
+#include "bayesagg/core/losses.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -385,16 +386,17 @@ ModeResult posterior_mode(const TaskGroup& group, const GaussianPosterior& prior
   return out;
 }
 
-at::Tensor regression_noise(const at::Tensor& features, const at::Tensor& labels,
-                            const Head& head, double floor) {
-  TORCH_CHECK(features.dim() == 2 && labels.dim() == 2 && features.size(0) == labels.size(0),
-              "regression_noise: expected features [N, d] and labels [N, o], got ",
-              features.sizes(), " and ", labels.sizes());
-  TORCH_CHECK(features.size(0) >= 1, "regression_noise needs at least one example");
-  TORCH_CHECK(floor > 0, "regression_noise: floor must be > 0, got ", floor);
-  at::Tensor pred = at::matmul(features.to(at::kDouble), head.weight.detach().to(at::kDouble).t());
-  if (head.bias.defined()) pred = pred + head.bias.detach().to(at::kDouble);
-  return (pred - labels.to(at::kDouble)).pow(2).mean(0).clamp_min(floor);
+at::Tensor task_noise(const TaskGroup& group, const at::Tensor& features, const at::Tensor& labels,
+                      const Head& head, double floor) {
+  TORCH_CHECK(features.dim() == 2 && features.size(0) == labels.size(0),
+              "task_noise: expected features [N, d] and labels with N rows, got ", features.sizes(),
+              " and ", labels.sizes());
+  TORCH_CHECK(features.size(0) >= 1, "task_noise needs at least one example");
+  TORCH_CHECK(floor > 0, "task_noise: floor must be > 0, got ", floor);
+  const Head h64{head.weight.detach().to(at::kDouble),
+                 head.bias.defined() ? head.bias.detach().to(at::kDouble) : at::Tensor()};
+  const at::Tensor y = group.type == GroupType::multiclass ? labels : labels.to(at::kDouble);
+  return task_losses(group, head_forward(h64, features.to(at::kDouble)), y).clamp_min(floor);
 }
 
 }  // namespace bayesagg

@@ -209,8 +209,8 @@ std::vector<std::pair<std::string, std::string>> method_preset(const std::string
   }
   if (method == "bayesagg") {
     // Chosen on validation data (docs/results/ablation-*.md, docs/bayesagg.md).
-    return {{"posterior", "head"}, {"refresh", "epoch"}, {"noise", "fixed"},
-            {"weighting", "precision"}, {"scale", "sum"}};
+    return {{"posterior", "head"}, {"refresh", "epoch"}, {"noise", "estimated"},
+            {"weighting", "task"}, {"scale", "sum"}};
   }
   return {};
 }

@@ -143,22 +143,39 @@ TEST(RegressionMoments, NoiseScaledMomentsMatchMonteCarlo) {
   EXPECT_LT(max_abs(ref.var - ones.var), 1e-14);
 }
 
-TEST(RegressionNoise, EstimatesKnownNoise) {
+TEST(TaskNoise, EstimatesKnownRegressionNoise) {
   // y = h W^T + b + sigma eps with sigma = (0.5, 2): the mean squared residual of the true head is
   // sigma^2 up to sampling error, sqrt(2 / N) sigma^2 ~ 0.3% of it for N = 200 000 (tolerance 2%).
   auto r = gen(6);
   const int64_t n = 200000;
+  const TaskGroup group(GroupType::regression, 2);
   const at::Tensor h = at::randn({n, 4}, r, at::kFloat);
   const Head head{at::randn({2, 4}, r, at::kFloat), at::tensor({1.0f, -3.0f})};
   const at::Tensor sigma = at::tensor({0.5f, 2.0f});
   const at::Tensor y = at::matmul(h, head.weight.t()) + head.bias + sigma * at::randn({n, 2}, r, at::kFloat);
-  const at::Tensor est = regression_noise(h, y, head);
+  const at::Tensor est = task_noise(group, h, y, head);
   EXPECT_NEAR(est[0].item<double>(), 0.25, 0.02 * 0.25);
   EXPECT_NEAR(est[1].item<double>(), 4.0, 0.02 * 4.0);
   // A perfect fit hits the floor instead of zero.
-  EXPECT_DOUBLE_EQ(regression_noise(h, at::matmul(h, head.weight.t()) + head.bias, head, 1e-3)[0]
-                       .item<double>(),
-                   1e-3);
+  EXPECT_DOUBLE_EQ(
+      task_noise(group, h, at::matmul(h, head.weight.t()) + head.bias, head, 1e-3)[0].item<double>(),
+      1e-3);
+}
+
+TEST(TaskNoise, ClassificationTemperatureIsTheMeanLoss) {
+  // Binary, one example per row: logits 0 and log 3 with labels 1 and 0:
+  // BCE = log 2 and log(1 + 3) = log 4, mean (log 2 + log 4) / 2 = 1.5 log 2.
+  const TaskGroup binary(GroupType::binary, 1);
+  const Head head{at::tensor({1.0f}).view({1, 1}), at::zeros({1})};
+  const at::Tensor h = at::tensor({0.0f, static_cast<float>(std::log(3.0))}).view({2, 1});
+  EXPECT_NEAR(task_noise(binary, h, at::tensor({1.0f, 0.0f}).view({2, 1}), head)[0].item<double>(),
+              1.5 * std::log(2.0), 1e-7);
+  // Multiclass with equal logits: cross-entropy log K for any label.
+  const TaskGroup mc(GroupType::multiclass, 4);
+  const Head zero{at::zeros({4, 3}), at::zeros({4})};
+  const at::Tensor t = task_noise(mc, at::randn({5, 3}), at::tensor({0, 1, 2, 3, 0}), zero);
+  ASSERT_EQ(t.numel(), 1);
+  EXPECT_NEAR(t.item<double>(), std::log(4.0), 1e-12);
 }
 
 TEST(Weightings, TaskAndSnrByHand) {
@@ -285,13 +302,22 @@ TEST(BayesAggVariants, RunningStatisticsExcludeTheBatchAndDecay) {
 TEST(BayesAggVariants, EstimatedNoiseComesFromThePreviousEpoch) {
   const MixedSetup s;
   BayesAgg agg(s.groups, 4, BayesAggOptions().noise(ObservationNoise::estimated).seed(1));
+  BayesAgg fixed(s.groups, 4, BayesAggOptions().seed(1));
   s.warm_up(agg);
+  s.warm_up(fixed);
   s.step(agg);
   ASSERT_EQ(agg.observation_noise().size(), 2u);
-  ASSERT_TRUE(agg.observation_noise()[0].defined());
-  EXPECT_FALSE(agg.observation_noise()[1].defined());  // multiclass: none
-  const at::Tensor expect = regression_noise(s.warm_h, s.warm_y[0], s.heads[0]);
-  EXPECT_LT(max_abs(agg.observation_noise()[0] - expect), 1e-12);
+  for (size_t g = 0; g < 2; ++g) {
+    const at::Tensor expect = task_noise(s.groups[g], s.warm_h, s.warm_y[g], s.heads[g]);
+    EXPECT_LT(max_abs(agg.observation_noise()[g] - expect), 1e-12) << g;
+  }
+  // The multiclass group's moments are the untempered ones divided by its temperature.
+  const Aggregation a = agg.aggregate(agg.current_full_data_posteriors(), s.h, s.y, s.heads);
+  s.step(fixed);
+  const Aggregation b = fixed.aggregate(fixed.current_full_data_posteriors(), s.h, s.y, s.heads);
+  const double tau = agg.observation_noise()[1].item<double>();
+  EXPECT_LT(max_abs(a.groups[1].grad_mean * tau - b.groups[1].grad_mean), 1e-9);
+  EXPECT_LT(max_abs(a.groups[1].raw_var * tau * tau - b.groups[1].raw_var), 1e-9);
 }
 
 TEST(BayesAggVariants, CheckpointKeepsRunningStatisticsAndNoise) {

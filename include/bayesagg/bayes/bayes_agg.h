@@ -38,13 +38,15 @@ enum class PosteriorRefresh {
 PosteriorRefresh parse_posterior_refresh(const std::string& name);
 std::string to_string(PosteriorRefresh refresh);
 
-/// The observation noise of regression outputs.
+/// The noise of every task's likelihood.
 enum class ObservationNoise {
-  /// Variance 1 for every output (the reference).
+  /// Regression variance 1 and untempered classification likelihoods (the reference).
   fixed,
-  /// Per output, the mean squared residual of the heads on the previous epoch's features
-  /// (`regression_noise`), re-estimated at every epoch's first step; the moments are then those of
-  /// the Gaussian negative log-likelihood (`regression_moments` with noise).
+  /// Per task, the heads' mean loss on the previous epoch's features (`task_noise`), re-estimated
+  /// at every epoch's first step: a regression output's noise variance (the moments are those of
+  /// the Gaussian negative log-likelihood, `regression_moments` with noise), a classification
+  /// task's likelihood temperature tau (mean / tau, variance / tau^2). Tasks the heads fit well
+  /// weigh more, as uncertainty weighting (UW) learns them; here they are estimated, not learnt.
   estimated,
 };
 /// `fixed` / `estimated`.
@@ -157,8 +159,8 @@ struct BayesAggStats {
   /// Per group, at the last aggregation: ||M_B - phi||, the distance between the mean of the batch
   /// posterior that the moments come from and the heads the losses come from.
   std::vector<double> batch_shift;
-  /// Per regression group, at the last full-data posterior: the mean over outputs of the
-  /// estimated observation noise variance (1 with `noise = fixed`).
+  /// Per group, at the last full-data posterior: the mean over its tasks of the estimated noise
+  /// (1 with `noise = fixed`).
   std::vector<double> noise;
   /// At the last training step: the norm of dL/dh.
   double dL_dh_norm = 0.0;
@@ -254,8 +256,8 @@ class BayesAgg {
 
   /// Running statistics of `refresh = running` (empty before the first aggregation epoch).
   const std::vector<PosteriorStats>& running_statistics() const { return running_; }
-  /// Per group, the observation noise variances the moments use ([o] for regression groups with
-  /// `noise = estimated` after the epoch's first step; undefined otherwise).
+  /// Per group, the noise estimates the moments use ([T_g] with `noise = estimated` after the
+  /// epoch's first step; undefined otherwise).
   const std::vector<at::Tensor>& observation_noise() const { return noise_; }
 
   /// Saves and restores everything kept between steps: both epochs' collections, the current

@@ -123,10 +123,12 @@ ModeResult posterior_mode(const TaskGroup& group, const GaussianPosterior& prior
                           const at::Tensor& phi, const ModeOptions& options = {},
                           const CholeskyOptions& cholesky = {}, int64_t chunk_rows = 4096);
 
-/// Per-output mean squared residual [o] of a regression head on (features, labels):
-/// mean_i (w_k^T h_i + b_k - y_ik)^2, floored at `floor`. The observation noise estimate of the
-/// `estimated` noise model.
-at::Tensor regression_noise(const at::Tensor& features, const at::Tensor& labels,
-                            const Head& head, double floor = 1e-4);
+/// Per-task mean loss [T_g] of a head on (features, labels) (`task_losses`: regression the mean
+/// squared residual (w_k^T h_i + b_k - y_ik)^2 per output, binary BCE per task, multiclass
+/// cross-entropy), floored at `floor`, in float64. The noise estimate of `noise = estimated`:
+/// a regression output's observation noise variance, a classification task's likelihood
+/// temperature.
+at::Tensor task_noise(const TaskGroup& group, const at::Tensor& features, const at::Tensor& labels,
+                      const Head& head, double floor = 1e-4);
 
 }  // namespace bayesagg
