@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -30,20 +31,24 @@ class CMakeBuild(build_ext):
         jobs = os.environ.get("BAYESAGG_BUILD_JOBS", "2")
         env = dict(os.environ)
         env.setdefault("CCACHE_BASEDIR", str(ROOT))
-        configure = ["cmake", "-S", str(ROOT), "-B", str(build_dir),
-                     "-DBAYESAGG_BUILD_PYTHON=ON",
-                     f"-DBAYESAGG_PYTHON_EXECUTABLE={sys.executable}"]
+        configure = ["cmake", "-S", str(ROOT), "-B", str(build_dir), "-DBAYESAGG_BUILD_PYTHON=ON"]
         if not (build_dir / "CMakeCache.txt").exists():
-            configure.append("-DCMAKE_BUILD_TYPE=Release")
+            # A fresh folder: this interpreter (a venv's resolves to its base interpreter). An
+            # existing one keeps its configuration; the suffix check below catches a mismatch.
+            configure += ["-DCMAKE_BUILD_TYPE=Release",
+                          f"-DBAYESAGG_PYTHON_EXECUTABLE={os.path.realpath(sys.executable)}"]
         subprocess.run(configure, check=True, env=env)
         subprocess.run(["cmake", "--build", str(build_dir), "--target", "bayesagg_python",
                         "-j", jobs], check=True, env=env)
-        built = sorted((build_dir / "python" / "bayesagg").glob("_C*.so"))
-        if not built:
-            raise RuntimeError(f"bayesagg: the build left no _C*.so in {build_dir}/python/bayesagg")
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        built = build_dir / "python" / "bayesagg" / ("_C" + suffix)
+        if not built.exists():
+            raise RuntimeError(f"bayesagg: the build left no {built.name} in {built.parent}: its "
+                               "CMake configuration is for another interpreter; set "
+                               "BAYESAGG_BUILD_DIR to a new folder")
         target = Path(self.get_ext_fullpath(ext.name))
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(built[-1], target)
+        shutil.copyfile(built, target)
 
 
 setup(ext_modules=[CMakeExtension("bayesagg._C")], cmdclass={"build_ext": CMakeBuild},
