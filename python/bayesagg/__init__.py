@@ -169,14 +169,17 @@ def _labels(labels: Optional[Sequence[torch.Tensor]], groups: List[TaskGroup], w
 def _options_doc(scope: str) -> str:
     known = dict((k, h) for k, _, h in _C.settings())
     extra = {
-        "seed": "seed of the Monte-Carlo generator",
+        "seed": ("seed of the Monte-Carlo generator (default: 0)" if scope == "bayesagg" else
+                 "seed of the method's random streams, derived as `bayesagg train --seed` "
+                 "derives them (default: 0)"),
         "antithetic": "antithetic pairs in the rb estimator (default: True)",
         "mc_chunk": "samples per Monte-Carlo chunk, 0 = automatic (default: 0)",
         "chunk_rows": "rows per chunk of the full-data statistics (default: 4096)",
     }
     lines = []
     for k in _C.accepted_keywords(scope):
-        lines.append(f"            {k}: {known.get(k, extra.get(k, ''))}")
+        text = extra[k] if scope != "train" and k in extra else known.get(k, "")
+        lines.append(f"            {k}: {text}")
     return "\n".join(lines)
 
 
@@ -437,8 +440,7 @@ class Method:
             if any(id(p) in head_ids for p in shared):
                 raise ValueError(f"{what}: shared_parameters must not contain the heads' "
                                  "parameters (pass the trunk's)")
-        rep = representation if representation is not None else torch.Tensor()
-        self._impl.backward(_losses(losses, what), rep, head_pairs,
+        self._impl.backward(_losses(losses, what), representation, head_pairs,
                             _labels(labels, self._groups, what), shared)
 
     def after_step(self, losses: torch.Tensor) -> None:

@@ -10,6 +10,9 @@
 //   without code here; a bad value raises ValueError naming the keyword, an unknown keyword
 //   TypeError;
 // - every other library error (c10::Error) is a RuntimeError carrying the library's message.
+// A BayesAggOptions field without a registry setting needs a line in `apply_direct` (and its
+// keyword in `accepted_keywords`); a registry setting whose help starts with `BayesAgg-MTL:`
+// needs nothing.
 
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/pybind.h>
@@ -30,10 +33,10 @@
 #include <algorithm>
 #include <cctype>
 #include <functional>
-#include <optional>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -93,8 +96,8 @@ std::string pythonize(std::string text) {
     if (text.compare(i, 2, "--") == 0 && i + 2 < text.size() &&
         std::islower(static_cast<unsigned char>(text[i + 2]))) {
       i += 2;
-      while (i < text.size() && (std::isalnum(static_cast<unsigned char>(text[i])) ||
-                                 text[i] == '-')) {
+      while (i < text.size() &&
+             (std::isalnum(static_cast<unsigned char>(text[i])) || text[i] == '-')) {
         out += text[i] == '-' ? '_' : text[i];
         ++i;
       }
@@ -128,14 +131,36 @@ using Settings = std::vector<std::pair<std::string, std::string>>;
 
 /// Registry settings the trainer reads and a method does not (the rest configure methods).
 const std::set<std::string>& trainer_only_keys() {
-  static const std::set<std::string> keys = {
-      "benchmark", "method",     "stl-task",        "epochs",     "batch-size",
-      "data-seed", "threads",    "device",          "train-subset", "data-dir",
-      "split-dir", "val-size",   "test-size",       "image-size", "crop-size",
-      "pretrained", "prefetch",  "out",             "stl-baseline", "lr",
-      "lr-schedule", "head-clip", "trunk-clip",     "eval-regression",
-      "trunk-clip-after-warmup", "trunk",           "representation-dim", "progress",
-      "overwrite",  "seed"};
+  static const std::set<std::string> keys = {"benchmark",
+                                             "method",
+                                             "stl-task",
+                                             "epochs",
+                                             "batch-size",
+                                             "data-seed",
+                                             "threads",
+                                             "device",
+                                             "train-subset",
+                                             "data-dir",
+                                             "split-dir",
+                                             "val-size",
+                                             "test-size",
+                                             "image-size",
+                                             "crop-size",
+                                             "pretrained",
+                                             "prefetch",
+                                             "out",
+                                             "stl-baseline",
+                                             "lr",
+                                             "lr-schedule",
+                                             "head-clip",
+                                             "trunk-clip",
+                                             "eval-regression",
+                                             "trunk-clip-after-warmup",
+                                             "trunk",
+                                             "representation-dim",
+                                             "progress",
+                                             "overwrite",
+                                             "seed"};
   return keys;
 }
 
@@ -159,8 +184,7 @@ bool apply_direct(BayesAggOptions& b, const std::string& key, const std::string&
     return x;
   };
   if (key == "antithetic") {
-    TORCH_CHECK(v == "true" || v == "false", "--antithetic: expected true or false, got '", v,
-                "'");
+    TORCH_CHECK(v == "true" || v == "false", "--antithetic: expected true or false, got '", v, "'");
     b.antithetic(v == "true");
   } else if (key == "mc-chunk") {
     b.mc_chunk(as_int());
@@ -179,9 +203,9 @@ enum class Scope { bayesagg, method, train };
 std::vector<std::string> accepted_keywords(Scope scope) {
   std::vector<std::string> out;
   for (const auto& s : train_settings()) {
-    const bool ok = scope == Scope::train ||
-                    (scope == Scope::bayesagg ? is_bayesagg_key(s)
-                                              : trainer_only_keys().count(s.key) == 0);
+    const bool ok =
+        scope == Scope::train ||
+        (scope == Scope::bayesagg ? is_bayesagg_key(s) : trainer_only_keys().count(s.key) == 0);
     if (ok) out.push_back(underscored(s.key));
   }
   if (scope != Scope::train) {
@@ -286,11 +310,16 @@ py::dict stats_dict(const BayesAggStats& s) {
 
 std::string need_name(Need n) {
   switch (n) {
-    case Need::losses: return "losses";
-    case Need::shared_grads: return "shared_grads";
-    case Need::representation_grads: return "representation_grads";
-    case Need::features_and_labels: return "features_and_labels";
-    case Need::losses_after_step: return "losses_after_step";
+    case Need::losses:
+      return "losses";
+    case Need::shared_grads:
+      return "shared_grads";
+    case Need::representation_grads:
+      return "representation_grads";
+    case Need::features_and_labels:
+      return "features_and_labels";
+    case Need::losses_after_step:
+      return "losses_after_step";
   }
   return "?";
 }
@@ -335,19 +364,21 @@ Args:
     outputs: outputs, binary tasks or classes; the head is ``nn.Linear(dim, outputs)``.
     name: optional name used in messages.)")
       .def(py::init([](const std::string& type, int64_t outputs, const std::string& name) {
-             return guarded([&]() {
-               GroupType t;
-               try {
-                 t = parse_group_type(type);
-               } catch (const c10::Error& e) {
-                 throw ArgumentError("TaskGroup(): type: " + message_of(e));
-               }
-               try {
-                 return TaskGroup(t, outputs, name);
-               } catch (const c10::Error& e) {
-                 throw ArgumentError("TaskGroup(): outputs: " + message_of(e));
-               }
-             }, false);
+             return guarded(
+                 [&]() {
+                   GroupType t;
+                   try {
+                     t = parse_group_type(type);
+                   } catch (const c10::Error& e) {
+                     throw ArgumentError("TaskGroup(): type: " + message_of(e));
+                   }
+                   try {
+                     return TaskGroup(t, outputs, name);
+                   } catch (const c10::Error& e) {
+                     throw ArgumentError("TaskGroup(): outputs: " + message_of(e));
+                   }
+                 },
+                 false);
            }),
            py::arg("type"), py::arg("outputs"), py::arg("name") = "")
       .def_property_readonly("type", [](const TaskGroup& g) { return to_string(g.type); })
@@ -368,34 +399,40 @@ Args:
            [](const TaskGroup& a, const TaskGroup& b) {
              return a.type == b.type && a.outputs == b.outputs && a.name == b.name;
            })
-      .def(py::pickle([](const TaskGroup& g) { return py::make_tuple(to_string(g.type), g.outputs, g.name); },
-                      [](const py::tuple& t) {
-                        return TaskGroup(parse_group_type(t[0].cast<std::string>()),
-                                         t[1].cast<int64_t>(), t[2].cast<std::string>());
-                      }));
+      .def(py::pickle(
+          [](const TaskGroup& g) { return py::make_tuple(to_string(g.type), g.outputs, g.name); },
+          [](const py::tuple& t) {
+            return TaskGroup(parse_group_type(t[0].cast<std::string>()), t[1].cast<int64_t>(),
+                             t[2].cast<std::string>());
+          }));
 
-  m.def("parse_groups",
-        [](const std::string& spec) {
-          return guarded([&]() {
-            try {
-              return parse_groups(spec);
-            } catch (const c10::Error& e) {
-              throw ArgumentError("parse_groups(): groups: " + message_of(e));
-            }
-          }, false);
-        },
-        py::arg("spec"));
+  m.def(
+      "parse_groups",
+      [](const std::string& spec) {
+        return guarded(
+            [&]() {
+              try {
+                return parse_groups(spec);
+              } catch (const c10::Error& e) {
+                throw ArgumentError("parse_groups(): groups: " + message_of(e));
+              }
+            },
+            false);
+      },
+      py::arg("spec"));
 
-  m.def("task_losses",
-        [](const TaskGroup& group, const at::Tensor& output, const at::Tensor& labels) {
-          return guarded([&]() { return task_losses(group, output, labels); });
-        },
-        py::arg("group"), py::arg("output"), py::arg("labels"));
+  m.def(
+      "task_losses",
+      [](const TaskGroup& group, const at::Tensor& output, const at::Tensor& labels) {
+        return guarded([&]() { return task_losses(group, output, labels); });
+      },
+      py::arg("group"), py::arg("output"), py::arg("labels"));
 
   // ---------------------------------------------------------------- settings registry
   m.def("settings", []() {
     std::vector<std::tuple<std::string, std::string, std::string>> out;
-    for (const auto& s : train_settings()) out.emplace_back(underscored(s.key), s.value_name, s.help);
+    for (const auto& s : train_settings())
+      out.emplace_back(underscored(s.key), s.value_name, s.help);
     return out;
   });
   m.def("accepted_keywords", [](const std::string& scope) {
@@ -404,25 +441,30 @@ Args:
     return accepted_keywords(Scope::train);
   });
   m.def("bayesagg_options_repr", [](const Settings& settings) {
-    return guarded([&]() {
-      std::ostringstream os;
-      os << bayesagg_options(settings);
-      return os.str();
-    }, false);
+    return guarded(
+        [&]() {
+          std::ostringstream os;
+          os << bayesagg_options(settings);
+          return os.str();
+        },
+        false);
   });
 
   // ---------------------------------------------------------------- BayesAgg
   py::class_<BayesAgg>(m, "_BayesAgg")
-      .def(py::init([](const std::vector<TaskGroup>& groups, int64_t dim, const Settings& settings) {
-             return guarded([&]() {
-               if (groups.empty()) throw ArgumentError("BayesAgg(): groups: no task groups");
-               if (dim < 1) {
-                 throw ArgumentError("BayesAgg(): dim must be >= 1, got " + std::to_string(dim));
-               }
-               return std::make_unique<BayesAgg>(groups, dim, bayesagg_options(settings));
-             }, false);
-           }),
-           py::arg("groups"), py::arg("dim"), py::arg("settings"))
+      .def(
+          py::init([](const std::vector<TaskGroup>& groups, int64_t dim, const Settings& settings) {
+            return guarded(
+                [&]() {
+                  if (groups.empty()) throw ArgumentError("BayesAgg(): groups: no task groups");
+                  if (dim < 1) {
+                    throw ArgumentError("BayesAgg(): dim must be >= 1, got " + std::to_string(dim));
+                  }
+                  return std::make_unique<BayesAgg>(groups, dim, bayesagg_options(settings));
+                },
+                false);
+          }),
+          py::arg("groups"), py::arg("dim"), py::arg("settings"))
       .def_property_readonly("groups", &BayesAgg::groups)
       .def_property_readonly("dim", &BayesAgg::dim)
       .def("options_repr",
@@ -432,23 +474,24 @@ Args:
              return os.str();
            })
       .def_property_readonly("stats", [](const BayesAgg& a) { return stats_dict(a.stats()); })
-      .def("reserve",
-           [](BayesAgg& a, int64_t n) { guarded([&]() { a.reserve(n); }); }, py::arg("n"))
-      .def("observe",
-           [](BayesAgg& a, const at::Tensor& features, const Labels& labels) {
-             guarded([&]() { a.observe(features, labels); });
-           },
-           py::arg("features"), py::arg("labels"))
+      .def(
+          "reserve", [](BayesAgg& a, int64_t n) { guarded([&]() { a.reserve(n); }); }, py::arg("n"))
+      .def(
+          "observe",
+          [](BayesAgg& a, const at::Tensor& features, const Labels& labels) {
+            guarded([&]() { a.observe(features, labels); });
+          },
+          py::arg("features"), py::arg("labels"))
       .def("end_epoch", [](BayesAgg& a) { guarded([&]() { a.end_epoch(); }); })
-      .def("backward",
-           [](BayesAgg& a, const at::Tensor& losses,
-              const std::vector<std::pair<at::Tensor, at::Tensor>>& heads,
-              const at::Tensor& representation, const Labels& labels) {
-             return guarded([&]() {
-               return a.backward(losses, to_heads(heads), representation, labels);
-             });
-           },
-           py::arg("losses"), py::arg("heads"), py::arg("representation"), py::arg("labels"))
+      .def(
+          "backward",
+          [](BayesAgg& a, const at::Tensor& losses,
+             const std::vector<std::pair<at::Tensor, at::Tensor>>& heads,
+             const at::Tensor& representation, const Labels& labels) {
+            return guarded(
+                [&]() { return a.backward(losses, to_heads(heads), representation, labels); });
+          },
+          py::arg("losses"), py::arg("heads"), py::arg("representation"), py::arg("labels"))
       .def("full_data_posterior_means",
            [](const BayesAgg& a) {
              std::vector<at::Tensor> out;
@@ -457,43 +500,44 @@ Args:
            })
       .def("save",
            [](const BayesAgg& a) { return py::bytes(guarded([&]() { return save_string(a); })); })
-      .def("load",
-           [](BayesAgg& a, const std::string& data) {
-             guarded([&]() { load_bytes(a, data); });
-           },
-           py::arg("data"));
+      .def(
+          "load",
+          [](BayesAgg& a, const std::string& data) { guarded([&]() { load_bytes(a, data); }); },
+          py::arg("data"));
 
   // ---------------------------------------------------------------- methods
   m.def("method_names", &method_names);
   py::class_<PyMethod>(m, "_Method")
       .def(py::init([](const std::string& name, const std::vector<TaskGroup>& groups, int64_t dim,
                        const Settings& settings) {
-             return guarded([&]() {
-               const auto names = method_names();
-               if (std::find(names.begin(), names.end(), name) == names.end()) {
-                 throw ArgumentError("method(): name: unknown method '" + name + "' (known: " +
-                                     join(names) + ")");
-               }
-               if (groups.empty()) throw ArgumentError("method(): groups: no task groups");
-               if (dim < 1) {
-                 throw ArgumentError("method(): dim must be >= 1, got " + std::to_string(dim));
-               }
-               TrainOptions o;
-               o.method(name);
-               const auto seed = apply_settings(o, settings, Scope::method, "method()");
-               // As `bayesagg train --seed S` derives its streams (trainer.h derive_seed).
-               const uint64_t s = seed.value_or(0);
-               MethodConfig mc;
-               mc.bayesagg = o.bayesagg();
-               mc.bayesagg.seed(derive_seed(s, 3));
-               mc.ls_epochs = o.ls_epochs();
-               mc.weighting = o.weighting();
-               mc.gradient = o.gradient();
-               mc.seed = derive_seed(s, 4);
-               auto pm = std::make_unique<PyMethod>();
-               pm->method = make_method(name, groups, dim, mc);
-               return pm;
-             }, false);
+             return guarded(
+                 [&]() {
+                   const auto names = method_names();
+                   if (std::find(names.begin(), names.end(), name) == names.end()) {
+                     throw ArgumentError("method(): name: unknown method '" + name +
+                                         "' (known: " + join(names) + ")");
+                   }
+                   if (groups.empty()) throw ArgumentError("method(): groups: no task groups");
+                   if (dim < 1) {
+                     throw ArgumentError("method(): dim must be >= 1, got " + std::to_string(dim));
+                   }
+                   TrainOptions o;
+                   o.method(name);
+                   const auto seed = apply_settings(o, settings, Scope::method, "method()");
+                   // As `bayesagg train --seed S` derives its streams (trainer.h derive_seed).
+                   const uint64_t s = seed.value_or(0);
+                   MethodConfig mc;
+                   mc.bayesagg = o.bayesagg();
+                   mc.bayesagg.seed(derive_seed(s, 3));
+                   mc.ls_epochs = o.ls_epochs();
+                   mc.weighting = o.weighting();
+                   mc.gradient = o.gradient();
+                   mc.seed = derive_seed(s, 4);
+                   auto pm = std::make_unique<PyMethod>();
+                   pm->method = make_method(name, groups, dim, mc);
+                   return pm;
+                 },
+                 false);
            }),
            py::arg("name"), py::arg("groups"), py::arg("dim"), py::arg("settings"))
       .def_property_readonly("name", [](const PyMethod& p) { return p.method->name(); })
@@ -506,33 +550,36 @@ Args:
                              })
       .def_readonly("epoch", &PyMethod::epoch)
       .def_readonly("step", &PyMethod::step)
-      .def("reserve",
-           [](PyMethod& p, int64_t n) { guarded([&]() { p.method->reserve(n); }); }, py::arg("n"))
-      .def("backward",
-           [](PyMethod& p, const at::Tensor& losses, const at::Tensor& representation,
-              const std::vector<std::pair<at::Tensor, at::Tensor>>& heads, const Labels& labels,
-              const std::vector<at::Tensor>& shared_parameters) {
-             guarded([&]() {
-               p.start();
-               Step step;
-               step.losses = losses;
-               step.representation = representation;
-               step.heads = to_heads(heads);
-               step.labels = labels;
-               step.shared_parameters = shared_parameters;
-               step.epoch = p.epoch;
-               step.step = p.step;
-               p.method->backward(step);
-               ++p.step;
-             });
-           },
-           py::arg("losses"), py::arg("representation"), py::arg("heads"), py::arg("labels"),
-           py::arg("shared_parameters"))
-      .def("after_step",
-           [](PyMethod& p, const at::Tensor& losses) {
-             guarded([&]() { p.method->after_step(losses); });
-           },
-           py::arg("losses"))
+      .def(
+          "reserve", [](PyMethod& p, int64_t n) { guarded([&]() { p.method->reserve(n); }); },
+          py::arg("n"))
+      .def(
+          "backward",
+          [](PyMethod& p, const at::Tensor& losses, const std::optional<at::Tensor>& representation,
+             const std::vector<std::pair<at::Tensor, at::Tensor>>& heads, const Labels& labels,
+             const std::vector<at::Tensor>& shared_parameters) {
+            guarded([&]() {
+              p.start();
+              Step step;
+              step.losses = losses;
+              step.representation = representation.value_or(at::Tensor());
+              step.heads = to_heads(heads);
+              step.labels = labels;
+              step.shared_parameters = shared_parameters;
+              step.epoch = p.epoch;
+              step.step = p.step;
+              p.method->backward(step);
+              ++p.step;
+            });
+          },
+          py::arg("losses"), py::arg("representation").none(true), py::arg("heads"),
+          py::arg("labels"), py::arg("shared_parameters"))
+      .def(
+          "after_step",
+          [](PyMethod& p, const at::Tensor& losses) {
+            guarded([&]() { p.method->after_step(losses); });
+          },
+          py::arg("losses"))
       .def("end_epoch",
            [](PyMethod& p) {
              guarded([&]() {
@@ -556,83 +603,92 @@ Args:
              };
              return py::bytes(guarded([&]() { return save_string(Saver{p}); }));
            })
-      .def("load", [](PyMethod& p, const std::string& data) {
-        guarded([&]() {
-          struct Loader {
-            PyMethod& p;
-            void load(torch::serialize::InputArchive& a) {
-              p.method->load(a);
-              at::Tensor e, s;
-              a.read("_py_epoch", e);
-              a.read("_py_step", s);
-              p.epoch = e.item<int64_t>();
-              p.step = s.item<int64_t>();
-              p.started = false;
-            }
-          } loader{p};
-          load_bytes(loader, data);
-        });
-      }, py::arg("data"));
+      .def(
+          "load",
+          [](PyMethod& p, const std::string& data) {
+            guarded([&]() {
+              struct Loader {
+                PyMethod& p;
+                void load(torch::serialize::InputArchive& a) {
+                  p.method->load(a);
+                  at::Tensor e, s;
+                  a.read("_py_epoch", e);
+                  a.read("_py_step", s);
+                  p.epoch = e.item<int64_t>();
+                  p.step = s.item<int64_t>();
+                  p.started = false;
+                }
+              } loader{p};
+              load_bytes(loader, data);
+            });
+          },
+          py::arg("data"));
 
   // ---------------------------------------------------------------- aggregate, train
-  m.def("aggregate",
-        [](const std::string& problem_json, int64_t mc_samples, const std::string& moments,
-           const std::string& multiclass_moments, int64_t rb_samples, uint64_t seed) {
-          return guarded([&]() {
-            const auto estimator = [](const std::string& arg, const std::string& v,
-                                      std::initializer_list<const char*> ok) {
-              for (const char* k : ok) {
-                if (v == k) return parse_moment_estimator(v);
-              }
-              throw ArgumentError("aggregate(): " + arg + " must be " +
-                                  join(std::vector<std::string>(ok.begin(), ok.end())) +
-                                  ", got '" + v + "'");
-            };
-            if (mc_samples < 0) {
-              throw ArgumentError("aggregate(): mc_samples must be >= 2 (or None for the "
-                                  "problem's), got " + std::to_string(mc_samples));
+  m.def(
+      "aggregate",
+      [](const std::string& problem_json, int64_t mc_samples, const std::string& moments,
+         const std::string& multiclass_moments, int64_t rb_samples, uint64_t seed) {
+        return guarded([&]() {
+          const auto estimator = [](const std::string& arg, const std::string& v,
+                                    std::initializer_list<const char*> ok) {
+            for (const char* k : ok) {
+              if (v == k) return parse_moment_estimator(v);
             }
-            if (rb_samples < 0) {
-              throw ArgumentError("aggregate(): rb_samples must be >= 2 (or None for the "
-                                  "library's), got " + std::to_string(rb_samples));
-            }
-            const MomentEstimator binary = estimator("moments", moments, {"mc", "exact"});
-            const MomentEstimator multiclass =
-                estimator("multiclass_moments", multiclass_moments, {"mc", "rb"});
-            Problem problem;
-            try {
-              problem = parse_problem(problem_json);
-            } catch (const c10::Error& e) {
-              throw ArgumentError("aggregate(): problem: " + message_of(e));
-            }
-            BayesAggOptions options = options_for(problem);
-            if (mc_samples > 0) options.mc_samples(mc_samples);
-            options.binary_moments(binary).multiclass_moments(multiclass).seed(seed);
-            if (rb_samples > 0) options.rb_samples(rb_samples);
-            try {
-              options.validate();
-            } catch (const c10::Error& e) {
-              throw ArgumentError("aggregate(): " + message_of(e));
-            }
-            return solution_json(problem, solve_problem(problem, options));
-          });
-        },
-        py::arg("problem_json"), py::arg("mc_samples"), py::arg("moments"),
-        py::arg("multiclass_moments"), py::arg("rb_samples"), py::arg("seed"));
+            throw ArgumentError("aggregate(): " + arg + " must be " +
+                                join(std::vector<std::string>(ok.begin(), ok.end())) + ", got '" +
+                                v + "'");
+          };
+          if (mc_samples < 0) {
+            throw ArgumentError(
+                "aggregate(): mc_samples must be >= 2 (or None for the "
+                "problem's), got " +
+                std::to_string(mc_samples));
+          }
+          if (rb_samples < 0) {
+            throw ArgumentError(
+                "aggregate(): rb_samples must be >= 2 (or None for the "
+                "library's), got " +
+                std::to_string(rb_samples));
+          }
+          const MomentEstimator binary = estimator("moments", moments, {"mc", "exact"});
+          const MomentEstimator multiclass =
+              estimator("multiclass_moments", multiclass_moments, {"mc", "rb"});
+          Problem problem;
+          try {
+            problem = parse_problem(problem_json);
+          } catch (const c10::Error& e) {
+            throw ArgumentError("aggregate(): problem: " + message_of(e));
+          }
+          BayesAggOptions options = options_for(problem);
+          if (mc_samples > 0) options.mc_samples(mc_samples);
+          options.binary_moments(binary).multiclass_moments(multiclass).seed(seed);
+          if (rb_samples > 0) options.rb_samples(rb_samples);
+          try {
+            options.validate();
+          } catch (const c10::Error& e) {
+            throw ArgumentError("aggregate(): " + message_of(e));
+          }
+          return solution_json(problem, solve_problem(problem, options));
+        });
+      },
+      py::arg("problem_json"), py::arg("mc_samples"), py::arg("moments"),
+      py::arg("multiclass_moments"), py::arg("rb_samples"), py::arg("seed"));
 
-  m.def("train",
-        [](const Settings& settings, bool verbose) {
-          return guarded([&]() {
-            TrainOptions o;
-            apply_settings(o, settings, Scope::train, "train()");
-            Trainer trainer(o);
-            if (verbose) trainer.set_log(&std::cout);
-            const TrainSummary s = trainer.run();
-            std::cout.flush();
-            return summary_to_json(s);
-          });
-        },
-        py::arg("settings"), py::arg("verbose"));
+  m.def(
+      "train",
+      [](const Settings& settings, bool verbose) {
+        return guarded([&]() {
+          TrainOptions o;
+          apply_settings(o, settings, Scope::train, "train()");
+          Trainer trainer(o);
+          if (verbose) trainer.set_log(&std::cout);
+          const TrainSummary s = trainer.run();
+          std::cout.flush();
+          return summary_to_json(s);
+        });
+      },
+      py::arg("settings"), py::arg("verbose"));
 
   m.def("retain_freed_memory", &retain_freed_memory);
   m.def("derive_seed", &derive_seed, py::arg("seed"), py::arg("stream"));
