@@ -22,8 +22,11 @@
 #include "bayesagg/bayes/bayes_agg.h"
 #include "bayesagg/core/losses.h"
 #include "bayesagg/core/runtime.h"
+#include "bayesagg/data/embedded.h"
 #include "bayesagg/io/problem.h"
 #include "bayesagg/methods/method.h"
+#include "bayesagg/models/model.h"
+#include "bayesagg/train/checkpoint.h"
 #include "bayesagg/train/options.h"
 #include "bayesagg/train/records.h"
 #include "bayesagg/train/trainer.h"
@@ -692,4 +695,54 @@ Args:
 
   m.def("retain_freed_memory", &retain_freed_memory);
   m.def("derive_seed", &derive_seed, py::arg("seed"), py::arg("stream"));
+
+  // ---------------------------------------------------------------- the trainer's parts (tests)
+  // The CLI's model and embedded data, so that a step driven from Python can be compared with
+  // the trainer's (tests/python/test_trainer_step.py). Not part of the public API.
+  py::class_<MultiTaskModel>(m, "_Model")
+      .def(
+          py::init([](const std::vector<int64_t>& input_shape, const std::vector<TaskGroup>& groups,
+                      const std::string& trunk, int64_t representation_dim, uint64_t seed) {
+            return guarded(
+                [&]() {
+                  return std::make_unique<MultiTaskModel>(
+                      input_shape, groups,
+                      ModelOptions()
+                          .trunk(trunk)
+                          .representation_dim(representation_dim)
+                          .seed(seed));
+                },
+                false);
+          }),
+          py::arg("input_shape"), py::arg("groups"), py::arg("trunk"),
+          py::arg("representation_dim"), py::arg("seed"))
+      .def("representation",
+           [](const MultiTaskModel& model, const at::Tensor& x) {
+             return guarded([&]() { return model.representation(x); });
+           })
+      .def("head_outputs",
+           [](const MultiTaskModel& model, const at::Tensor& h) {
+             return guarded([&]() { return model.head_outputs(h); });
+           })
+      .def("heads",
+           [](const MultiTaskModel& model) {
+             std::vector<std::pair<at::Tensor, at::Tensor>> out;
+             for (const auto& h : model.heads()) out.emplace_back(h.weight, h.bias);
+             return out;
+           })
+      .def("trunk_parameters", &MultiTaskModel::trunk_parameters)
+      .def("head_parameters", &MultiTaskModel::head_parameters)
+      .def("load", [](MultiTaskModel& model, const std::string& path) {
+        guarded([&]() { load_model(path, model); });
+      });
+  m.def(
+      "_embedded_train_split",
+      [](const std::string& name, uint64_t data_seed, int64_t train_subset) {
+        return guarded([&]() {
+          const Benchmark b =
+              make_benchmark(name, EmbeddedOptions().seed(data_seed).train_subset(train_subset));
+          return std::make_tuple(b.train.inputs, b.train.labels, b.groups, b.input_shape());
+        });
+      },
+      py::arg("name"), py::arg("data_seed"), py::arg("train_subset"));
 }
