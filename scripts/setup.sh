@@ -12,6 +12,9 @@ PACKAGES=(
   dataset-fashion-mnist                      # the embedded benchmarks' data
   libpng-dev libjpeg-dev                     # ChestX-ray14 (PNG) and UTKFace (JPEG) readers
   librdkit-dev libboost-dev                  # QM9: molecules through RDKit
+  python3-torch python3-dev pybind11-dev     # the Python package (python/): Debian's torch loads
+  python3-numpy python3-pytest               #   libtorch-dev's libtorch; tests/python, examples
+  python3-pip python3-setuptools python3-wheel  # `pip install --no-build-isolation .` offline
 )
 
 missing=()
