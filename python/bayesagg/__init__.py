@@ -229,7 +229,10 @@ class BayesAgg:
         groups: the task groups (``"regression:1,multiclass:5"`` or a list of ``TaskGroup``);
             head g must be ``nn.Linear(dim, groups[g].head_rows)``.
         dim: width of the shared representation ``h``.
-        **options: keyword options named as ``bayesagg train``'s (defaults: the library's):
+        **options: keyword options named as ``bayesagg train``'s. Defaults: the ``bayesagg``
+            preset, this project's variant (``posterior="head"``, ``noise="estimated"``,
+            ``weighting="task"``, ``scale="sum"``; docs/bayesagg.md); the authors' method is
+            ``posterior="newton", noise="fixed", weighting="precision", scale="average"``.
 
 {options}
 

@@ -345,7 +345,8 @@ struct PyMethod {
 BayesAggOptions bayesagg_options(const Settings& settings) {
   TrainOptions o;
   const auto seed = apply_settings(o, settings, Scope::bayesagg, "BayesAgg()");
-  BayesAggOptions b = o.bayesagg();
+  // The `bayesagg` preset (the project's variant) for every option not given explicitly.
+  BayesAggOptions b = o.method("bayesagg").with_method_preset().bayesagg();
   if (seed) b.seed(*seed);
   return b;
 }
@@ -527,6 +528,7 @@ Args:
                    TrainOptions o;
                    o.method(name);
                    const auto seed = apply_settings(o, settings, Scope::method, "method()");
+                   o = o.with_method_preset();  // `bayesagg` is the project's variant, as in train
                    // As `bayesagg train --seed S` derives its streams (trainer.h derive_seed).
                    const uint64_t s = seed.value_or(0);
                    MethodConfig mc;
