@@ -4,6 +4,8 @@
 #include "bayesagg/core/files.h"
 #include "bayesagg/io/problem.h"
 
+#include <c10/util/Exception.h>
+
 #include <iostream>
 #include <memory>
 #include <string>
@@ -16,7 +18,7 @@ Command add_aggregate(CLI::App& app) {
     int64_t rb_samples = 0;
     int64_t mc_samples = 0;
     uint64_t seed = 0;
-    int threads = 0;
+    int64_t threads = 0;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand(
@@ -54,8 +56,13 @@ Command add_aggregate(CLI::App& app) {
         .multiclass_moments(parse_moment_estimator(a->multiclass_moments))
         .seed(a->seed);
     if (a->rb_samples > 0) options.rb_samples(a->rb_samples);
-    const ProblemSolution solution = solve_problem(problem, options);
-    write_file_atomic(a->out, solution_json(problem, solution));
+    std::string answer;
+    try {
+      answer = solution_json(problem, solve_problem(problem, options));
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, a->problem, ": ", e.msg());
+    }
+    write_file_atomic(a->out, answer);
     return 0;
   }};
 }

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <functional>
 
 namespace bayesagg::cli {
@@ -20,6 +21,6 @@ Command add_toy(CLI::App& app);
 Command add_compare(CLI::App& app);
 
 /// Sets LibTorch's intra-op threads (0 = all cores) and returns the number used.
-int set_threads(int threads);
+int set_threads(int64_t threads);
 
 }  // namespace bayesagg::cli

@@ -4,6 +4,6 @@
 
 namespace bayesagg::cli {
 
-int set_threads(int threads) { return bayesagg::set_threads(threads); }
+int set_threads(int64_t threads) { return bayesagg::set_threads(threads); }
 
 }  // namespace bayesagg::cli

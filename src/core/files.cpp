@@ -11,18 +11,54 @@
 #include <sstream>
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace bayesagg {
 
+namespace {
+
+constexpr const char* kTempMarker = ".tmp.";
+/// Characters of the target's name kept in a temporary name: with the marker, the process id
+/// and 8 hexadecimal digits, a temporary name stays far below NAME_MAX (255) for any target.
+constexpr size_t kTempNameChars = 96;
+
+/// ".NAME.tmp.PID.RANDOM" in the folder of `target`, NAME cut to `kTempNameChars` characters.
+std::filesystem::path temp_path_for(const std::filesystem::path& target) {
+  const std::filesystem::path dir =
+      target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
+  std::random_device rd;
+  char suffix[16];
+  std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(rd()));
+  return dir / ("." + target.filename().string().substr(0, kTempNameChars) + kTempMarker +
+                std::to_string(::getpid()) + "." + suffix);
+}
+
+/// Refuses to replace anything but a regular file: a rename over a device node, a FIFO, a socket
+/// or a symbolic link would destroy it (`--out /dev/null` as root) or its target's meaning.
+void check_replaceable(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;  // nothing there (or unreadable: open says why)
+  const char* what = S_ISLNK(st.st_mode)    ? "a symbolic link"
+                     : S_ISDIR(st.st_mode)  ? "a folder"
+                     : S_ISCHR(st.st_mode)  ? "a character device"
+                     : S_ISBLK(st.st_mode)  ? "a block device"
+                     : S_ISFIFO(st.st_mode) ? "a FIFO"
+                     : S_ISSOCK(st.st_mode) ? "a socket"
+                                            : nullptr;
+  TORCH_CHECK(what == nullptr, "refusing to write '", path, "': it is ", what,
+              ", not a regular file, and would be replaced; choose another output path");
+}
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, const std::string& content) {
   namespace fs = std::filesystem;
   const fs::path target(path);
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  std::random_device rd;
-  const fs::path tmp =
-      dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()) + "." +
-             std::to_string(rd()));
+  TORCH_CHECK(!target.filename().empty(), "cannot write '", path, "': it names a folder");
+  check_replaceable(path);
+  const fs::path tmp = temp_path_for(target);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
   TORCH_CHECK(fd >= 0, "cannot write '", path, "': ", std::strerror(errno));
   size_t written = 0;
@@ -56,6 +92,27 @@ std::string read_file(const std::string& path) {
   ss << in.rdbuf();
   TORCH_CHECK(!in.bad(), "cannot read '", path, "'");
   return ss.str();
+}
+
+size_t remove_stale_temp_files(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  size_t removed = 0;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const size_t marker = name.rfind(kTempMarker);
+    if (name.empty() || name[0] != '.' || marker == std::string::npos) continue;
+    const std::string rest = name.substr(marker + std::strlen(kTempMarker));
+    const size_t dot = rest.find('.');
+    if (dot == 0 || dot == std::string::npos || dot > 9) continue;
+    if (rest.find_first_not_of("0123456789") != dot) continue;
+    const long pid = std::stol(rest.substr(0, dot));
+    // A process that still exists may be writing it (two runs on one folder): left alone.
+    if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    std::error_code rm;
+    if (entry.is_regular_file(rm) && fs::remove(entry.path(), rm)) ++removed;
+  }
+  return removed;
 }
 
 void make_directories(const std::string& path) {

@@ -12,10 +12,21 @@
 
 namespace bayesagg {
 
-int set_threads(int threads) {
-  TORCH_CHECK(threads >= 0, "threads must be >= 0 (0 = all cores), got ", threads);
-  const int n =
-      threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+int64_t max_threads() {
+  const int64_t hardware = std::max(1u, std::thread::hardware_concurrency());
+  return std::min<int64_t>(1024, std::max<int64_t>(4, 4 * hardware));
+}
+
+int resolve_threads(int64_t requested) {
+  TORCH_CHECK(requested >= 0 && requested <= max_threads(), "--threads ", requested,
+              ": expected 0 (all ", std::max(1u, std::thread::hardware_concurrency()),
+              " hardware threads) to ", max_threads(), " (4 x the hardware threads)");
+  return requested > 0 ? static_cast<int>(requested)
+                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+int set_threads(int64_t threads) {
+  const int n = resolve_threads(threads);
   at::set_num_threads(n);
   return n;
 }

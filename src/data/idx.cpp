@@ -7,6 +7,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -111,14 +112,28 @@ at::Tensor read_idx(const std::string& path) {
   TORCH_CHECK(total <= kMaxIdxBytes, "'", path, "': header sizes are implausibly large (", total,
               " bytes)");
 
-  at::Tensor data = at::empty(sizes, at::kByte);
-  const uint64_t got = read_bytes(file.get(), data.data_ptr<uint8_t>(), total, path, "data");
+  // Read in chunks before allocating the tensor: a 20-byte file whose header announces 16 GiB
+  // must fail on its missing data, not allocate first.
+  constexpr uint64_t kChunk = uint64_t(1) << 24;
+  std::vector<unsigned char> bytes;
+  bytes.reserve(static_cast<size_t>(std::min(total, kChunk)));
+  while (bytes.size() < total) {
+    const uint64_t want = std::min<uint64_t>(kChunk, total - bytes.size());
+    const size_t before = bytes.size();
+    bytes.resize(before + static_cast<size_t>(want));
+    const uint64_t n = read_bytes(file.get(), bytes.data() + before, want, path, "data");
+    bytes.resize(before + static_cast<size_t>(n));
+    if (n < want) break;
+  }
+  const uint64_t got = bytes.size();
   TORCH_CHECK(got == total, "'", path, "' is truncated: its header (sizes ", sizes, ") announces ",
               total, " data bytes, found only ", got);
   unsigned char extra = 0;
   const uint64_t trailing = read_bytes(file.get(), &extra, 1, path, "end");
   TORCH_CHECK(trailing == 0, "'", path, "' has trailing bytes after the ", total,
               " data bytes its header (sizes ", sizes, ") announces");
+  at::Tensor data = at::empty(sizes, at::kByte);
+  if (total > 0) std::memcpy(data.data_ptr<uint8_t>(), bytes.data(), static_cast<size_t>(total));
   return data;
 }
 

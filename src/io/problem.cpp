@@ -1,6 +1,7 @@
 #include "bayesagg/io/problem.h"
 
 #include "bayesagg/core/files.h"
+#include "bayesagg/core/json_checks.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -95,6 +96,17 @@ json to_json(const at::Tensor& t) {
   return arr;
 }
 
+/// `t` as JSON; throws naming `where` when a value is not finite (JSON would hold `null`).
+json finite_json(const at::Tensor& t, const std::string& where) {
+  const at::Tensor flat = t.reshape({-1}).to(at::kDouble);
+  const at::Tensor bad = at::logical_not(at::isfinite(flat)).nonzero();
+  TORCH_CHECK(bad.size(0) == 0, "the solution is not finite: ", where, " has ", bad.size(0),
+              " non-finite value(s) (the first: ",
+              bad.size(0) > 0 ? flat[bad[0][0].item<int64_t>()].item<double>() : 0.0,
+              "); nothing was written");
+  return to_json(t);
+}
+
 }  // namespace
 
 Problem parse_problem(const std::string& text) {
@@ -107,6 +119,7 @@ Problem parse_problem(const std::string& text) {
     // e.g. a number that overflows to infinity ("1e999"): JSON numbers must be finite.
     TORCH_CHECK(false, "not valid JSON (numbers must be finite): ", e.what());
   }
+  check_unique_json_keys(text, "problem");
   TORCH_CHECK(root.is_object(), "problem: expected a JSON object at the top level");
   Problem p;
   if (root.contains("name") && root["name"].is_string()) p.name = root["name"].get<std::string>();
@@ -126,6 +139,8 @@ Problem parse_problem(const std::string& text) {
                 noise);
   }
   p.mc_samples = positive_int(field(hyper, "num_mc_samples", "hyper"), "hyper.num_mc_samples");
+  TORCH_CHECK(p.mc_samples <= kMaxProblemMcSamples, "hyper.num_mc_samples: at most ",
+              kMaxProblemMcSamples, ", got ", p.mc_samples);
 
   const json& feats = field(root, "features", "");
   const auto fshape = shape_of(feats);
@@ -188,7 +203,14 @@ BayesAggOptions options_for(const Problem& p) {
       .mc_samples(p.mc_samples);
 }
 
+void check_problem_size(const Problem& p, int64_t mc_samples) {
+  // Samples are drawn in chunks of bounded memory (moments.cpp): their count bounds the time.
+  TORCH_CHECK(mc_samples >= 1 && mc_samples <= kMaxProblemMcSamples, "Monte-Carlo samples: 1 to ",
+              kMaxProblemMcSamples, ", got ", mc_samples);
+}
+
 ProblemSolution solve_problem(const Problem& p, const BayesAggOptions& options) {
+  check_problem_size(p, options.mc_samples());
   BayesAgg agg(p.groups, p.features.size(1), options);
   ProblemSolution s;
   s.full_data = agg.full_data_posteriors(agg.statistics(p.full_features, p.full_labels, p.heads),
@@ -208,17 +230,20 @@ std::string solution_json(const Problem& p, const ProblemSolution& s) {
       if (reg) return t.dim() == 2 && t.size(0) == 1 ? t.expand({p.groups[g].outputs, t.size(1)}) : t;
       return t.reshape({-1});
     };
+    const std::string w = "groups[" + std::to_string(g) + "].";
     json jg;
-    jg["grad_mean"] = to_json(ga.grad_mean);
-    jg["grad_var"] = to_json(ga.grad_var);
-    jg["posterior_mean"] = to_json(layout(ga.posterior.mean));
-    jg["posterior_cov_diag"] = to_json(layout(ga.posterior.covariance_diagonal()));
-    jg["full_data_posterior_mean"] = to_json(layout(s.full_data[g].mean));
+    jg["grad_mean"] = finite_json(ga.grad_mean, w + "grad_mean");
+    jg["grad_var"] = finite_json(ga.grad_var, w + "grad_var");
+    jg["posterior_mean"] = finite_json(layout(ga.posterior.mean), w + "posterior_mean");
+    jg["posterior_cov_diag"] =
+        finite_json(layout(ga.posterior.covariance_diagonal()), w + "posterior_cov_diag");
+    jg["full_data_posterior_mean"] =
+        finite_json(layout(s.full_data[g].mean), w + "full_data_posterior_mean");
     groups.push_back(jg);
   }
   json out;
   out["groups"] = groups;
-  out["dL_dh"] = to_json(s.aggregation.dL_dh);
+  out["dL_dh"] = finite_json(s.aggregation.dL_dh, "dL_dh");
   return out.dump(1) + "\n";
 }
 

@@ -1,5 +1,6 @@
 #include "nets.h"
 
+#include "bayesagg/core/checksum.h"
 #include "bayesagg/core/files.h"
 
 #include <ATen/ATen.h>
@@ -276,6 +277,49 @@ std::shared_ptr<TrunkNet> mpnn(int64_t node_features, int64_t edge_features, int
   return std::make_shared<Mpnn>(node_features, edge_features, width, d, gen);
 }
 
+namespace {
+
+bool is_lower_hex(const std::string& s) {
+  return s.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+/// The bytes of a pretrained-weights file, verified wherever a checksum exists, before LibTorch's
+/// unpickler (not hardened against damaged input) sees them: bayesagg's own checksum trailer
+/// (verified and stripped); torch.hub's naming NAME-HASH.EXT, HASH being the first 8 to 64 hex
+/// digits of the file's SHA-256 (what torch.hub's check_hash verifies); a `PATH.sha256` file
+/// beside it (`sha256sum` output). A file with none of them is read as it is.
+std::string verified_pretrained_bytes(const std::string& path) {
+  std::string bytes = read_file(path);
+  const ChecksumCheck own = verify_checksum(bytes);
+  if (own.ok) {
+    bytes.resize(own.payload_size);
+    return bytes;
+  }
+  std::string expected, source;
+  const std::string stem = std::filesystem::path(path).stem().string();
+  const size_t dash = stem.rfind('-');
+  const std::string named = dash == std::string::npos ? "" : stem.substr(dash + 1);
+  std::error_code ec;
+  if (named.size() >= 8 && named.size() <= 64 && is_lower_hex(named)) {
+    expected = named;
+    source = "as its name says (torch.hub's NAME-HASH naming)";
+  } else if (std::filesystem::is_regular_file(path + ".sha256", ec)) {
+    std::istringstream in(read_file(path + ".sha256"));
+    in >> expected;
+    TORCH_CHECK(expected.size() == 64 && is_lower_hex(expected), "pretrained weights: '", path,
+                ".sha256' does not start with a SHA-256 (64 hexadecimal digits)");
+    source = "as '" + path + ".sha256' says";
+  }
+  if (expected.empty()) return bytes;
+  const std::string actual = sha256_hex(bytes);
+  TORCH_CHECK(actual.compare(0, expected.size(), expected) == 0, "pretrained weights: '", path,
+              "': its SHA-256 begins ", actual.substr(0, expected.size()), ", not ", expected,
+              " ", source, "; the file is damaged or not the one named, so it is not loaded");
+  return bytes;
+}
+
+}  // namespace
+
 void load_resnet_encoder(TrunkNet& trunk, const std::string& path) {
   auto* net = dynamic_cast<ResNetTrunk*>(&trunk);
   TORCH_CHECK(net != nullptr, "pretrained weights (", path,
@@ -288,8 +332,8 @@ void load_resnet_encoder(TrunkNet& trunk, const std::string& path) {
   // format), or a LibTorch archive (torch::serialize::OutputArchive::save_to) with the same names.
   std::map<std::string, at::Tensor> dict;
   bool is_dict = false;
+  const std::string bytes = verified_pretrained_bytes(path);
   {
-    const std::string bytes = read_file(path);
     try {
       const c10::IValue v = torch::jit::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
       if (v.isGenericDict()) {
@@ -307,7 +351,7 @@ void load_resnet_encoder(TrunkNet& trunk, const std::string& path) {
   torch::serialize::InputArchive archive;
   if (!is_dict) {
     try {
-      archive.load_from(path);
+      archive.load_from(bytes.data(), bytes.size());
     } catch (const c10::Error& e) {
       TORCH_CHECK(false, "pretrained weights: '", path,
                   "' is neither a torch.save'd state_dict (a dict of tensors) nor a LibTorch "

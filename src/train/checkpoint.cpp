@@ -1,5 +1,6 @@
 #include "bayesagg/train/checkpoint.h"
 
+#include "bayesagg/core/checksum.h"
 #include "bayesagg/core/files.h"
 #include "bayesagg/methods/method.h"
 #include "bayesagg/models/model.h"
@@ -43,26 +44,76 @@ std::string read_string(torch::serialize::InputArchive& a, const std::string& ke
   return v.toStringRef();
 }
 
+/// `checkpoint.pt` -> `checkpoint.prev.pt`.
+std::string previous_path(const std::string& path) {
+  const std::filesystem::path p(path);
+  return (p.parent_path() / (p.stem().string() + ".prev" + p.extension().string())).string();
+}
+
+/// Reads the whole of `path` and checks its checksum trailer; throws naming the file otherwise.
+/// `what` names the file's role ("checkpoint", "model file").
+std::string read_verified(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  TORCH_CHECK(std::filesystem::is_regular_file(path, ec), what, " '", path, "' does not exist");
+  std::string bytes = read_file(path);
+  const ChecksumCheck check = verify_checksum(bytes);
+  if (!check.ok) {
+    std::string advice;
+    const std::string prev = previous_path(path);
+    if (std::filesystem::is_regular_file(prev, ec) && verify_checksum(read_file(prev)).ok) {
+      const std::string dir = std::filesystem::path(path).parent_path().string();
+      advice = " The previous checkpoint '" + prev + "' verifies: to continue from it, `cp " +
+               prev + " " + path + "` and run `bayesagg train --resume " +
+               (dir.empty() ? std::string(".") : dir) + "` again (the epochs after it are redone).";
+    }
+    TORCH_CHECK(false, "refusing to load ", what, " '", path, "': ", check.problem,
+                ". Files are verified before LibTorch reads them, because its reader is not safe "
+                "on damaged input.", advice);
+  }
+  bytes.resize(check.payload_size);
+  return bytes;
+}
+
+/// The serialised archive with its checksum trailer, written atomically.
 void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path) {
   std::ostringstream bytes;
   archive.save_to(bytes);
-  write_file_atomic(path, bytes.str());
+  write_file_atomic(path, seal_with_checksum(bytes.str()));
 }
 
-void load_archive(torch::serialize::InputArchive& archive, const std::string& path) {
-  std::error_code ec;
-  TORCH_CHECK(std::filesystem::is_regular_file(path, ec), "checkpoint '", path,
-              "' does not exist");
+void load_archive(torch::serialize::InputArchive& archive, const std::string& path,
+                  const std::string& what) {
+  const std::string payload = read_verified(path, what);
   try {
-    archive.load_from(path);
+    archive.load_from(payload.data(), payload.size());
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "cannot read checkpoint '", path, "': ", e.msg());
+    TORCH_CHECK(false, "cannot read ", what, " '", path, "': ", e.msg());
   }
+}
+
+/// Keeps a verified `path` as `checkpoint.prev.pt` before it is replaced: a hard link renamed
+/// into place, so that `path` itself exists at every moment (a copy where links are refused).
+void keep_previous(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec) || !verify_checksum(read_file(path)).ok) return;
+  const std::string prev = previous_path(path);
+  const std::string tmp = prev + ".link";
+  fs::remove(tmp, ec);
+  fs::create_hard_link(path, tmp, ec);
+  if (ec) {
+    write_file_atomic(prev, read_file(path));
+    return;
+  }
+  fs::rename(tmp, prev, ec);
+  TORCH_CHECK(!ec, "cannot keep the previous checkpoint as '", prev, "': ", ec.message());
 }
 
 }  // namespace
 
 std::vector<int64_t> LrSchedule::milestones_for(int64_t epochs) {
+  TORCH_CHECK(epochs >= 1 && epochs <= kMaxEpochs, "epochs must be in 1..", kMaxEpochs, ", got ",
+              epochs);
   // round(0.6 E) and round(0.8 E) in integers (0.6 E and 0.8 E are never halfway for integer E).
   const int64_t m1 = std::max<int64_t>(1, (6 * epochs + 5) / 10);
   const int64_t m2 = std::max<int64_t>(1, (8 * epochs + 5) / 10);
@@ -126,6 +177,7 @@ void save_checkpoint(const std::string& path, const MultiTaskModel& model,
   root.write("model", m);
   root.write("optimizer", o);
   root.write("method", me);
+  keep_previous(path);
   save_archive_atomic(root, path);
 }
 
@@ -133,7 +185,7 @@ CheckpointState load_checkpoint(const std::string& path, MultiTaskModel& model,
                                 torch::optim::Optimizer& optimizer, Method& method,
                                 at::Generator& shuffle_generator) {
   torch::serialize::InputArchive root;
-  load_archive(root, path);
+  load_archive(root, path, "checkpoint");
   const int64_t version = read_tensor(root, "format_version", path).item<int64_t>();
   TORCH_CHECK(version == kFormatVersion, "checkpoint '", path, "' has format version ", version,
               "; this bayesagg reads version ", kFormatVersion);
@@ -165,18 +217,48 @@ CheckpointState load_checkpoint(const std::string& path, MultiTaskModel& model,
   return st;
 }
 
-void save_model(const std::string& path, const MultiTaskModel& model) {
+void save_model(const std::string& path, const MultiTaskModel& model, int64_t epoch) {
   torch::serialize::OutputArchive root, m;
   model.save(m);
   root.write("model", m);
+  root.write("epoch", scalar(epoch));
   save_archive_atomic(root, path);
 }
 
 void load_model(const std::string& path, MultiTaskModel& model) {
   torch::serialize::InputArchive root, m;
-  load_archive(root, path);
+  load_archive(root, path, "model file");
   TORCH_CHECK(root.try_read("model", m), "'", path, "' holds no model");
-  model.load(m);
+  try {
+    model.load(m);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "model file '", path, "' does not fit this model: ", e.msg());
+  }
+}
+
+int64_t saved_model_epoch(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return -1;
+  std::string bytes = read_file(path);
+  const ChecksumCheck check = verify_checksum(bytes);
+  if (!check.ok) return -1;
+  torch::serialize::InputArchive root;
+  at::Tensor epoch;
+  try {
+    root.load_from(bytes.data(), check.payload_size);
+    if (!root.try_read("epoch", epoch) || epoch.numel() != 1) return -1;
+    return epoch.item<int64_t>();
+  } catch (const c10::Error&) {
+    return -1;
+  }
+}
+
+bool restore_best_model(const std::string& path, const MultiTaskModel& model, int64_t best_epoch,
+                        int64_t checkpoint_epoch) {
+  if (best_epoch <= 0 || best_epoch != checkpoint_epoch) return false;
+  if (saved_model_epoch(path) == best_epoch) return false;
+  save_model(path, model, best_epoch);
+  return true;
 }
 
 }  // namespace bayesagg

@@ -414,6 +414,10 @@ MetricMap read_stl_baselines(const std::string& path) {
                 "' is a calibration metric; Δm uses the benchmark's task metrics only (remove "
                 "it)");
     out[key] = value.get<double>();
+    // delta_m divides by every baseline: refused here, not after the first epoch.
+    TORCH_CHECK(std::isfinite(out[key]) && out[key] != 0.0, "STL baseline file '", path, "': '",
+                key, "' is ", value.dump(), "; delta_m divides by it, so it must be finite and "
+                "non-zero");
   }
   TORCH_CHECK(!out.empty(), "STL baseline file '", path, "' holds no baselines");
   return out;

@@ -1,6 +1,7 @@
 #include "bayesagg/train/options.h"
 
 #include "bayesagg/bayes/moments.h"
+#include "bayesagg/core/json_checks.h"
 #include "bayesagg/data/paper/paper.h"
 #include "bayesagg/methods/method.h"
 #include "bayesagg/models/model.h"
@@ -441,7 +442,7 @@ const std::vector<SettingInfo>& train_settings() {
        "and chestx14 256) (default: 0)"},
       {"progress", "MODE",
        "auto (a live bar on a terminal, periodic lines otherwise), bar, lines or none"},
-      {"overwrite", "BOOL", "Start over in a run folder that holds an unfinished run"},
+      {"overwrite", "BOOL", "Start over in a run folder that holds a run (finished or not)"},
   };
   return settings;
 }
@@ -682,6 +683,7 @@ void apply_config_json(TrainOptions& options, const std::string& json_text,
   } catch (const nlohmann::json::exception& e) {
     TORCH_CHECK(false, what, " is not valid JSON: ", e.what());
   }
+  check_unique_json_keys(json_text, what);
   TORCH_CHECK(j.is_object(), what, " must hold a JSON object of settings");
   std::map<std::string, std::string> values;
   std::vector<std::string> keys;

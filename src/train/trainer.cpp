@@ -2,6 +2,7 @@
 
 #include "bayesagg/core/files.h"
 #include "bayesagg/core/losses.h"
+#include "bayesagg/core/runtime.h"
 #include "bayesagg/data/embedded.h"
 #include "bayesagg/data/paper/chestx14.h"
 #include "bayesagg/data/paper/cifar_mtl.h"
@@ -128,6 +129,30 @@ std::vector<at::Tensor> predict(MultiTaskModel& model,
   return out;
 }
 
+/// Bounds --epochs and --stop-after-epoch (1e18 epochs would overflow the schedule's milestones).
+void check_epoch_count(int64_t epochs, int64_t stop_after) {
+  TORCH_CHECK(epochs >= 1 && epochs <= kMaxEpochs, "--epochs ", epochs, ": expected 1 to ",
+              kMaxEpochs);
+  TORCH_CHECK(stop_after >= 0 && stop_after <= kMaxEpochs, "--stop-after-epoch ", stop_after,
+              ": expected 0 (off) to ", kMaxEpochs);
+}
+
+/// Evaluation needs items: an empty validation or test split would fail deep in LibTorch.
+void check_evaluation_splits(const std::string& name, int64_t n_val, int64_t n_test) {
+  TORCH_CHECK(n_val >= 1 && n_test >= 1, "the ", name, " data have ", n_val,
+              " validation and ", n_test, " test items; model selection and evaluation need at "
+              "least one of each (more data, or larger validation/test fractions)");
+}
+
+/// The files of a previous run in `dir` (before a new run starts there with --overwrite).
+void remove_run_files(const std::string& dir) {
+  std::error_code ec;
+  for (const char* f : {"checkpoint.pt", "checkpoint.prev.pt", "best_model.pt", "summary.json",
+                        "metrics.csv", "steps.csv", "curves.svg", "calibration.svg"}) {
+    std::filesystem::remove(std::filesystem::path(dir) / f, ec);
+  }
+}
+
 std::string fixed(double v, int digits) {
   std::ostringstream os;
   os << std::fixed << std::setprecision(digits) << v;
@@ -208,21 +233,21 @@ TrainSummary Trainer::run() {
   const auto session_start = Clock::now();
   TrainOptions o = impl_->options.with_method_preset();
   o.validate();
+  if (!impl_->given) check_paper_benchmark_built(o.benchmark());
   std::ostream* log = impl_->log;
   const int64_t epochs = o.resolved_epochs();
+  check_epoch_count(epochs, o.stop_after_epoch());
   const std::string dir = o.resolved_out();
   o.out(dir);
   const auto path = [&](const char* name) { return (fs::path(dir) / name).string(); };
   const std::string ckpt = path("checkpoint.pt");
 
   // ---------------------------------------------------------------- environment
-  const int threads =
-      o.threads() > 0 ? static_cast<int>(o.threads())
-                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(threads);
+  const int threads = set_threads(o.threads());
   const c10::Device device = parse_device(o.device());
 
   std::error_code ec;
+  bool replace_previous = false;
   if (o.resume()) {
     TORCH_CHECK(fs::is_regular_file(ckpt, ec), "cannot resume: '", ckpt,
                 "' does not exist (the run stopped before its first epoch ended?)");
@@ -238,13 +263,13 @@ TrainSummary Trainer::run() {
     TORCH_CHECK(finished || o.overwrite(), "'", dir,
                 "' holds an unfinished run; continue it with `bayesagg train --resume ", dir,
                 "`, or start over with --overwrite, or choose another --out");
-    if (log) *log << "note: replacing the previous run in " << dir << "\n";
-    for (const char* f : {"checkpoint.pt", "best_model.pt", "summary.json", "metrics.csv",
-                          "steps.csv", "curves.svg", "calibration.svg"}) {
-      fs::remove(path(f), ec);
-    }
+    TORCH_CHECK(!finished || o.overwrite(), "'", dir,
+                "' holds a finished run; its results are kept unless you start over with "
+                "--overwrite (or choose another --out)");
+    replace_previous = true;  // removed once the data are loaded
   }
   make_directories(dir);
+  remove_stale_temp_files(dir);
 
   // ---------------------------------------------------------------- data
   const auto data_start = Clock::now();
@@ -274,6 +299,7 @@ TrainSummary Trainer::run() {
   const std::vector<std::string>& tasks = bench.task_names;
   const int64_t n_tasks = bench.num_tasks();
   TORCH_CHECK(data.train->size() >= 1, "the benchmark has no training items");
+  check_evaluation_splits(bench.name, data.val->size(), data.test->size());
 
   // Single-task learning: one task's loss only, selected on that task's metric.
   const bool single = !o.stl_task().empty();
@@ -373,6 +399,11 @@ TrainSummary Trainer::run() {
     history.truncate(start_epoch);
   }
   const double wall_before = history.wall_seconds;
+  if (o.resume()) restore_best_model(path("best_model.pt"), model, history.best_epoch, start_epoch);
+  if (replace_previous) {
+    if (log) *log << "note: replacing the previous run in " << dir << "\n";
+    remove_run_files(dir);
+  }
   {
     nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(config);
     cfg["_threads_used"] = threads;
@@ -672,7 +703,7 @@ TrainSummary Trainer::run() {
     st.config_json = config;
     st.history_json = history_to_json(history);
     save_checkpoint(ckpt, model, adam, *method, shuffle, st);
-    if (best) save_model(path("best_model.pt"), model);
+    if (best) save_model(path("best_model.pt"), model, er.epoch);
     write_records(make_summary());
 
     if (log) {

@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/stat.h>
+
 namespace fs = std::filesystem;
 using bayesagg::testing::CliResult;
 using bayesagg::testing::rel_err;
@@ -112,4 +114,83 @@ TEST(AggregateCli, BadInputGetsOneLineErrorAndNoOutput) {
   r = run_cli("aggregate --problem /nonexistent/p.json --out " + out.string());
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("/nonexistent/p.json"), std::string::npos) << r.err;
+}
+
+TEST(AggregateCli, AbsurdSizesAndDuplicateKeysAreRefusedBeforeAnyWork) {
+  // n_outputs must match the weights' rows: 10^9 is refused before anything is allocated.
+  expect_rejected("huge_outputs", [](json& p) { p["groups"][0]["n_outputs"] = 1000000000; },
+                  "groups[0].weight");
+  expect_rejected("huge_mc", [](json& p) { p["hyper"]["num_mc_samples"] = int64_t(1) << 40; },
+                  "hyper.num_mc_samples: at most 67108864");
+  // JSON parsers keep the last of two equal keys: the problem is refused instead.
+  json problem = read_json(bayesagg::testing::fixture_dir() + "/reg_o1.json");
+  std::string text = problem.dump();
+  const size_t at = text.find("\"hyper\":{");
+  ASSERT_NE(at, std::string::npos);
+  text.insert(at + 9, "\"gamma_reg\":2.0,");
+  const fs::path in = temp_dir() / "duplicate.json", out = temp_dir() / "duplicate.out.json";
+  std::ofstream(in) << text;
+  fs::remove(out);
+  const CliResult r = run_cli("aggregate --problem " + in.string() + " --out " + out.string());
+  EXPECT_NE(r.status, 0);
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_NE(r.err.find("key 'gamma_reg' appears twice in 'hyper'"), std::string::npos) << r.err;
+}
+
+TEST(AggregateCli, ANonFiniteSolutionIsAnErrorNotNull) {
+  // Finite but enormous regression labels: the gradient means overflow. JSON cannot hold inf or
+  // NaN; the command used to write null and exit 0.
+  expect_rejected("overflow",
+                  [](json& p) {
+                    p["hyper"]["num_mc_samples"] = 1000;  // the error comes after solving
+                    for (const char* key : {"labels", "full_train_labels"}) {
+                      for (auto& row : p["groups"][0][key]) {
+                        for (auto& v : row) v = 1e300;
+                      }
+                    }
+                  },
+                  "the solution is not finite: groups[0].grad_mean has ");
+}
+
+TEST(AggregateCli, OutMustBeARegularFileAndMayHaveA250CharacterName) {
+  const std::string problem = bayesagg::testing::fixture_dir() + "/reg_o1.json";
+  struct stat before {};
+  ASSERT_EQ(::stat("/dev/null", &before), 0);
+  CliResult r = run_cli("aggregate --problem " + problem + " --out /dev/null --mc-samples 100");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("'/dev/null': it is a character device"), std::string::npos) << r.err;
+  struct stat after {};
+  ASSERT_EQ(::lstat("/dev/null", &after), 0);
+  EXPECT_TRUE(S_ISCHR(after.st_mode));
+
+  const fs::path dir = temp_dir() / "outs";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path target = dir / "target.json", link = dir / "link.json";
+  std::ofstream(target) << "{}";
+  fs::create_symlink(target, link);
+  r = run_cli("aggregate --problem " + problem + " --out " + link.string() + " --mc-samples 100");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("is a symbolic link"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::is_symlink(link));
+
+  const fs::path long_name = dir / (std::string(245, 'x') + ".json");  // 250 characters
+  r = run_cli("aggregate --problem " + problem + " --out " + long_name.string() +
+              " --mc-samples 100");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(fs::is_regular_file(long_name));
+  fs::remove_all(dir);
+}
+
+TEST(AggregateCli, ThreadsAreBoundedNotTruncated) {
+  const std::string problem = bayesagg::testing::fixture_dir() + "/reg_o1.json";
+  const fs::path out = temp_dir() / "threads.out.json";
+  for (const char* threads : {"4294967297", "100000", "-1"}) {
+    fs::remove(out);
+    const CliResult r = run_cli("aggregate --problem " + problem + " --out " + out.string() +
+                                " --threads " + threads);
+    EXPECT_NE(r.status, 0) << threads;
+    EXPECT_NE(r.err.find("--threads"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
 }

@@ -12,6 +12,10 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 using namespace bayesagg;
 namespace fs = std::filesystem;
 using bayesagg::testing::TempDir;
@@ -146,4 +150,30 @@ TEST(Idx, TrailingBytesAndMissingFilesAreErrors) {
   msg = error_of([&] { read_idx(dir.file("missing.gz")); });
   EXPECT_TRUE(contains(msg, dir.file("missing.gz")) && contains(msg, "does not exist")) << msg;
   EXPECT_THROW(write_idx(dir.file("float"), at::zeros({2}), false), c10::Error);
+}
+
+// A 20-byte file whose header announces 8 GiB used to allocate them before finding the data
+// missing. Checked in a child process whose address space leaves no room for 8 GiB.
+TEST(Idx, AHugeHeaderOnATinyFileFailsWithoutAllocatingItsSize) {
+  TempDir dir;
+  const std::string path = dir.file("huge.idx");
+  {
+    std::ofstream f(path, std::ios::binary);
+    const unsigned char bytes[20] = {0, 0, 8, 3, 0, 0, 8, 0, 0, 0, 8, 0, 0, 0, 8, 0, 1, 2, 3, 4};
+    f.write(reinterpret_cast<const char*>(bytes), sizeof bytes);  // 2048^3 bytes announced
+  }
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    long pages = 0;
+    std::ifstream("/proc/self/statm") >> pages;  // virtual size, in pages
+    const rlim_t limit = static_cast<rlim_t>(pages) * ::sysconf(_SC_PAGESIZE) + (rlim_t(1) << 30);
+    const rlimit rl{limit, limit};
+    ::setrlimit(RLIMIT_AS, &rl);
+    const std::string msg = error_of([&] { read_idx(path); });
+    ::_exit(contains(msg, "is truncated") && contains(msg, "8589934592") ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }

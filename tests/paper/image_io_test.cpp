@@ -10,6 +10,8 @@
 
 #include "test_util.h"
 
+#include <zlib.h>
+
 #include <array>
 #include <filesystem>
 #include <random>
@@ -167,4 +169,38 @@ TEST(ImageTransform, TrainingCropsAndFlipsFollowTheDocumentedDraws) {
     EXPECT_TRUE(at::equal(x[i], w.to(at::kFloat).div(255.0f))) << i;
   }
   EXPECT_THROW(t.apply(imgs, true), c10::Error);  // training without a generator
+}
+
+namespace {
+void put_be(std::string& s, size_t at, uint32_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) s[at + i] = static_cast<char>(v >> (8 * (bytes - 1 - i)));
+}
+}  // namespace
+
+// A 2.7 KB JPEG declaring 20000 x 20000 used to take 6 GB: sizes are checked on the header.
+TEST(ImageSize, HeadersDeclaringHugeImagesAreRefusedBeforeDecoding) {
+  TempDir dir;
+  write_jpeg(dir.file("ok.jpg"), pattern(3, 16, 16), 90);
+  std::string jpeg = read_file(dir.file("ok.jpg"));
+  const size_t sof = jpeg.find("\xff\xc0");
+  ASSERT_NE(sof, std::string::npos);
+  put_be(jpeg, sof + 5, 20000, 2);  // height
+  put_be(jpeg, sof + 7, 20000, 2);  // width
+  std::string msg = error_of([&] { decode_jpeg(jpeg, "big.jpg"); });
+  EXPECT_TRUE(contains(msg, "'big.jpg'") && contains(msg, "declares 20000 x 20000 pixels")) << msg;
+
+  write_png(dir.file("ok.png"), pattern(1, 16, 16));
+  std::string png = read_file(dir.file("ok.png"));
+  ASSERT_EQ(png.substr(12, 4), "IHDR");
+  put_be(png, 16, 100000, 4);  // width
+  put_be(png, 20, 100000, 4);  // height
+  const uLong crc = crc32(0, reinterpret_cast<const Bytef*>(png.data() + 12), 17);
+  put_be(png, 29, static_cast<uint32_t>(crc), 4);
+  msg = error_of([&] { decode_png(png, "big.png"); });
+  EXPECT_TRUE(contains(msg, "'big.png'") && contains(msg, "declares 100000 x 100000")) << msg;
+
+  EXPECT_TRUE(image_size_allowed(8192, 8192));
+  EXPECT_FALSE(image_size_allowed(8193, 8192));
+  EXPECT_FALSE(image_size_allowed(16385, 1));
+  EXPECT_FALSE(image_size_allowed(0, 10));
 }

@@ -1,5 +1,7 @@
 // The paper networks (spec: benchmarks.md, "Paper benchmarks"): output shapes, parameter counts
 // against hand counts, seeded determinism, pretrained weights, and one BayesAgg-MTL step on each.
+#include "bayesagg/core/checksum.h"
+#include "bayesagg/core/files.h"
 #include "bayesagg/core/losses.h"
 #include "bayesagg/data/paper/qm9.h"
 #include "bayesagg/methods/method.h"
@@ -17,6 +19,7 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <sstream>
 
 using namespace bayesagg;
 using bayesagg::testing::TempDir;
@@ -327,6 +330,41 @@ TEST(PaperModels, PretrainedResNetFromAPickledStateDictOrALibTorchArchive) {
     MultiTaskModel({3, 32, 32}, groups, ModelOptions().trunk("cifar-cnn").pretrained(pickled));
   });
   EXPECT_TRUE(contains(err, "only for the resnet18 and resnet34")) << err;
+}
+
+TEST(PaperModels, PretrainedWeightsAreVerifiedAgainstTheHashInTheirNameOrBesideThem) {
+  TempDir dir;
+  const std::vector<TaskGroup> groups = {TaskGroup(GroupType::binary, 2)};
+  MultiTaskModel source({3, 32, 32}, groups, ModelOptions().trunk("resnet18").seed(11));
+  torch::serialize::OutputArchive full;
+  source.save(full);
+  std::ostringstream os;
+  full.save_to(os);
+  const std::string bytes = os.str();
+  const std::string hash = sha256_hex(bytes);
+  // A wrong hash in a torch.hub-style name: refused before parsing.
+  const std::string wrong = dir.file("resnet18-0123abcd.pt");
+  write_file_atomic(wrong, bytes);
+  const std::string msg = error_of([&] {
+    MultiTaskModel({3, 32, 32}, groups, ModelOptions().trunk("resnet18").pretrained(wrong));
+  });
+  EXPECT_TRUE(contains(msg, "its SHA-256 begins " + hash.substr(0, 8) + ", not 0123abcd")) << msg;
+  // The right one passes the check (the archive then lacks torchvision's names: that error).
+  const std::string right = dir.file("resnet18-" + hash.substr(0, 10) + ".pt");
+  write_file_atomic(right, bytes);
+  const std::string msg2 = error_of([&] {
+    MultiTaskModel({3, 32, 32}, groups, ModelOptions().trunk("resnet18").pretrained(right));
+  });
+  EXPECT_FALSE(contains(msg2, "SHA-256")) << msg2;
+  EXPECT_TRUE(contains(msg2, "conv1.weight")) << msg2;
+  // A sha256sum file beside it that does not match.
+  const std::string plain = dir.file("weights.pt");
+  write_file_atomic(plain, bytes);
+  write_file_atomic(plain + ".sha256", std::string(64, 'f') + "  weights.pt\n");
+  const std::string msg3 = error_of([&] {
+    MultiTaskModel({3, 32, 32}, groups, ModelOptions().trunk("resnet18").pretrained(plain));
+  });
+  EXPECT_TRUE(contains(msg3, "weights.pt.sha256' says")) << msg3;
 }
 
 TEST(PaperModels, OneBayesAggStepOnTheCifarCnn) {

@@ -309,6 +309,14 @@ TEST(QM9, MalformedFilesAreOneClearErrorNamingFileAndLine) {
     f.write("gdb9.sdf.csv", with(7, "inf"));  // homo
     msg = error_of([&] { load_qm9(f.options()); });
     EXPECT_TRUE(contains(msg, "line 2") && contains(msg, "column 7") && contains(msg, "finite")) << msg;
+    // A finite target too large for the standardisation (it gave NaN metrics and exit 0).
+    f.write("gdb9.sdf.csv", with(6, "1e300"));  // alpha
+    msg = error_of([&] { load_qm9(f.options()); });
+    EXPECT_TRUE(contains(msg, "line 2") && contains(msg, "column 6") && contains(msg, "'1e300'") &&
+                contains(msg, "is outside +-1e+08"))
+        << msg;
+    f.write("gdb9.sdf.csv", with(6, "-99999999"));  // within the bound: read
+    EXPECT_EQ(load_qm9(f.options()).size(), 5);
   }
   {  // SDF and CSV disagree on the number of molecules; a bad header
     Files f;

@@ -1,5 +1,6 @@
 // Checkpoints: save then load gives identical parameters, optimiser state, method state and
 // generator, so the next step is identical too; files are replaced atomically.
+#include "bayesagg/core/files.h"
 #include "bayesagg/core/losses.h"
 #include "bayesagg/methods/method.h"
 #include "bayesagg/models/model.h"
@@ -10,6 +11,7 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 #include <torch/optim/adam.h>
+#include <torch/serialize/archive.h>
 
 #include <filesystem>
 
@@ -168,6 +170,120 @@ TEST(Checkpoint, MissingOrForeignFilesGiveClearErrors) {
   MultiTaskModel same({8}, kGroups, ModelOptions().representation_dim(6).hidden_dim(12).seed(5));
   load_model(path, same);
   EXPECT_TRUE(at::equal(same.trunk_parameters()[0], a.model.trunk_parameters()[0]));
+  std::filesystem::remove_all(dir);
+}
+
+std::string load_error(const std::string& path, Rig& r) {
+  try {
+    load_checkpoint(path, r.model, r.adam, *r.method, r.gen);
+  } catch (const c10::Error& e) {
+    return e.msg();
+  }
+  return "";
+}
+
+/// Flips `count` bytes from the middle of the file (inside the tensor data of a checkpoint).
+void corrupt_middle(const std::string& path, size_t count) {
+  std::string bytes = read_file(path);
+  ASSERT_GT(bytes.size(), 2 * count);
+  for (size_t i = 0; i < count; ++i) bytes[bytes.size() / 2 + i] ^= static_cast<char>(0x5a);
+  write_file_atomic(path, bytes);
+}
+
+CheckpointState state_at(int64_t epoch) {
+  CheckpointState st;
+  st.epoch = epoch;
+  st.schedule = {{1e-2, 1e-2}, {2, 3}, 0.1};
+  st.config_json = "{}";
+  st.history_json = "{}";
+  return st;
+}
+
+TEST(Checkpoint, CorruptedTensorBytesAreRefusedByTheChecksumBeforeParsing) {
+  const auto dir = std::filesystem::temp_directory_path() / "bayesagg_checkpoint_corrupt";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "checkpoint.pt").string();
+  Rig a(1);
+  save_checkpoint(path, a.model, a.adam, *a.method, a.gen, state_at(1));
+  corrupt_middle(path, 256);
+  Rig b(2);
+  const auto before = all_params(b.model)[0].clone();
+  const std::string msg = load_error(path, b);
+  EXPECT_NE(msg.find("refusing to load checkpoint '" + path + "'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("do not match its SHA-256 checksum"), std::string::npos) << msg;
+  EXPECT_TRUE(at::equal(all_params(b.model)[0], before));  // nothing was loaded
+
+  // Cut off, or written without a checksum (a bare LibTorch archive): refused the same way.
+  const std::string sealed = [&] {
+    save_checkpoint(path, a.model, a.adam, *a.method, a.gen, state_at(1));
+    return read_file(path);
+  }();
+  write_file_atomic(path, sealed.substr(0, sealed.size() / 2));
+  EXPECT_NE(load_error(path, b).find("no bayesagg checksum trailer"), std::string::npos);
+  torch::serialize::OutputArchive bare;
+  bare.write("format_version", at::full({}, int64_t(1), at::kLong));
+  std::filesystem::remove(path);
+  bare.save_to(path);
+  EXPECT_NE(load_error(path, b).find("no bayesagg checksum trailer"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Checkpoint, KeepsThePreviousCheckpointAndSaysHowToResumeFromIt) {
+  const auto dir = std::filesystem::temp_directory_path() / "bayesagg_checkpoint_prev";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "checkpoint.pt").string();
+  const std::string prev = (dir / "checkpoint.prev.pt").string();
+  Rig a(1);
+  save_checkpoint(path, a.model, a.adam, *a.method, a.gen, state_at(1));
+  EXPECT_FALSE(std::filesystem::exists(prev));
+  const std::string first = read_file(path);
+  save_checkpoint(path, a.model, a.adam, *a.method, a.gen, state_at(2));
+  EXPECT_EQ(read_file(prev), first);  // the epoch-1 checkpoint, byte for byte
+
+  corrupt_middle(path, 256);
+  Rig b(2);
+  const std::string msg = load_error(path, b);
+  EXPECT_NE(msg.find("The previous checkpoint '" + prev + "' verifies"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("`cp " + prev + " " + path + "`"), std::string::npos) << msg;
+  EXPECT_EQ(load_checkpoint(prev, b.model, b.adam, *b.method, b.gen).epoch, 1);
+
+  // A damaged checkpoint is not kept as the previous one: the next save keeps the good one.
+  save_checkpoint(path, a.model, a.adam, *a.method, a.gen, state_at(3));
+  EXPECT_EQ(read_file(prev), first);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Checkpoint, BestModelIsVerifiedAndRestoredWhenTheCheckpointIsNewer) {
+  const auto dir = std::filesystem::temp_directory_path() / "bayesagg_checkpoint_best";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "best_model.pt").string();
+  Rig a(1), b(2);
+  EXPECT_EQ(saved_model_epoch(path), -1);
+  save_model(path, b.model, 3);
+  EXPECT_EQ(saved_model_epoch(path), 3);
+  // The checkpoint's epoch 4 is the best but the file holds epoch 3 (killed in between).
+  EXPECT_FALSE(restore_best_model(path, a.model, 3, 4));  // best is older: nothing to do
+  EXPECT_TRUE(restore_best_model(path, a.model, 4, 4));
+  EXPECT_EQ(saved_model_epoch(path), 4);
+  EXPECT_FALSE(restore_best_model(path, a.model, 4, 4));  // already right
+  MultiTaskModel c({8}, kGroups, ModelOptions().representation_dim(6).hidden_dim(12).seed(7));
+  load_model(path, c);
+  EXPECT_TRUE(at::equal(c.trunk_parameters()[0], a.model.trunk_parameters()[0]));
+
+  corrupt_middle(path, 64);
+  EXPECT_EQ(saved_model_epoch(path), -1);
+  try {
+    load_model(path, c);
+    FAIL() << "a damaged model file must be refused";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.msg()).find("refusing to load model file"), std::string::npos)
+        << e.msg();
+  }
+  EXPECT_TRUE(restore_best_model(path, a.model, 4, 4));  // a damaged best model is rewritten
+  EXPECT_EQ(saved_model_epoch(path), 4);
   std::filesystem::remove_all(dir);
 }
 

@@ -3,7 +3,9 @@
 // benchmark: the calibration records.
 #include "bayesagg/core/files.h"
 #include "bayesagg/data/embedded.h"
+#include "bayesagg/train/checkpoint.h"
 #include "bayesagg/train/options.h"
+#include "bayesagg/train/records.h"
 #include "bayesagg/train/trainer.h"
 
 #include <ATen/ATen.h>
@@ -323,6 +325,148 @@ TEST(Trainer, NonFiniteLossStopsNamingTaskEpochAndStepAndKeepsTheCheckpoint) {
   EXPECT_NE(steps.find("\n2,"), std::string::npos);
   EXPECT_NE(steps.find(",inf,"), std::string::npos);
   fs::remove_all(dir);
+}
+
+TEST(Trainer, ResumesFromThePreviousCheckpointWhenTheLastIsDamaged) {
+  const std::string full = temp_dir("prev_full"), split = temp_dir("prev_split");
+  const TrainSummary a = Trainer(tiny(full), tiny_benchmark()).run();
+  Trainer(tiny(split).stop_after_epoch(2), tiny_benchmark()).run();
+  // 256 bytes flipped inside the tensor data of the epoch-2 checkpoint.
+  std::string bytes = read_file(split + "/checkpoint.pt");
+  for (size_t i = 0; i < 256; ++i) bytes[bytes.size() / 2 + i] ^= static_cast<char>(0xff);
+  write_file_atomic(split + "/checkpoint.pt", bytes);
+  TrainOptions r = resume_options(split);
+  r.progress("none");
+  try {
+    Trainer(r, tiny_benchmark()).run();
+    FAIL() << "a damaged checkpoint must be refused";
+  } catch (const c10::Error& e) {
+    const std::string msg = e.msg();
+    EXPECT_NE(msg.find("SHA-256"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("checkpoint.prev.pt' verifies"), std::string::npos) << msg;
+  }
+  // As the message says: copy the previous checkpoint back and resume; epoch 2 is redone.
+  fs::copy_file(split + "/checkpoint.prev.pt", split + "/checkpoint.pt",
+                fs::copy_options::overwrite_existing);
+  const TrainSummary b = Trainer(r, tiny_benchmark()).run();
+  EXPECT_TRUE(b.completed());
+  EXPECT_EQ(a.best_epoch, b.best_epoch);
+  EXPECT_EQ(a.test, b.test);
+  EXPECT_EQ(read_file(full + "/metrics.csv"), read_file(split + "/metrics.csv"));
+  fs::remove_all(full);
+  fs::remove_all(split);
+}
+
+TEST(Trainer, AKillBetweenCheckpointAndBestModelIsRepairedOnResume) {
+  const std::string dir = temp_dir("stale_best");
+  Trainer(tiny(dir).stop_after_epoch(1), tiny_benchmark()).run();
+  const std::string best_after_1 = read_file(dir + "/best_model.pt");
+  TrainOptions r = resume_options(dir);
+  r.progress("none");
+  r.stop_after_epoch(2);
+  const TrainSummary s = Trainer(r, tiny_benchmark()).run();
+  ASSERT_EQ(s.best_epoch, 2);  // the loss falls on this run: epoch 2 is the best
+  // As if killed after checkpoint.pt of epoch 2 was written but before best_model.pt was.
+  write_file_atomic(dir + "/best_model.pt", best_after_1);
+  ASSERT_EQ(saved_model_epoch(dir + "/best_model.pt"), 1);
+  r.stop_after_epoch(0);
+  Trainer(r, tiny_benchmark()).run();
+  // Epoch 3 may or may not be better; either way best_model.pt holds the best epoch.
+  const TrainSummary done = summary_from_json(read_file(dir + "/summary.json"));
+  EXPECT_EQ(saved_model_epoch(dir + "/best_model.pt"), done.best_epoch);
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, KeepsAFinishedRunUnlessOverwriteAndUntilTheDataAreLoaded) {
+  const std::string dir = temp_dir("finished");
+  Trainer(tiny(dir).epochs(1), tiny_benchmark()).run();
+  const std::string summary = read_file(dir + "/summary.json");
+  try {
+    Trainer(tiny(dir).epochs(1), tiny_benchmark()).run();
+    FAIL() << "a finished run must not be replaced without --overwrite";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.msg()).find("--overwrite"), std::string::npos) << e.msg();
+  }
+  // With --overwrite, but a data load that fails: the old results are untouched.
+  try {
+    Trainer(tiny(dir).epochs(1).overwrite(true).train_subset(0).benchmark("cifar-mtl").data_dir(
+                dir + "/nowhere"))
+        .run();
+    FAIL() << "the data load must fail";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.msg()).find(dir + "/nowhere"), std::string::npos) << e.msg();
+  }
+  EXPECT_EQ(read_file(dir + "/summary.json"), summary);
+  EXPECT_TRUE(fs::is_regular_file(dir + "/checkpoint.pt"));
+  EXPECT_TRUE(fs::is_regular_file(dir + "/best_model.pt"));
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, RefusesEmptyValidationOrTestSplitsBeforeTraining) {
+  for (const bool empty_val : {true, false}) {
+    const std::string dir = temp_dir("empty_split");
+    Benchmark b = tiny_benchmark();
+    MultiTaskSplit& s = empty_val ? b.val : b.test;
+    s = s.head(0);
+    try {
+      Trainer(tiny(dir).epochs(1), b).run();
+      FAIL() << "an empty " << (empty_val ? "validation" : "test") << " split must be refused";
+    } catch (const c10::Error& e) {
+      const std::string msg = e.msg();
+      EXPECT_NE(msg.find(empty_val ? "have 0 validation" : " and 0 test items"),
+                std::string::npos)
+          << msg;
+    }
+    EXPECT_FALSE(fs::exists(dir + "/checkpoint.pt"));
+    fs::remove_all(dir);
+  }
+}
+
+TEST(Trainer, RefusesAZeroOrNonFiniteStlBaselineAtStart) {
+  const std::string dir = temp_dir("stl_zero");
+  fs::create_directories(dir);
+  for (const std::string value : {"0", "0.0", "-0"}) {
+    write_file_atomic(dir + "/stl.json", "{\"task_0/mae\": " + value + "}");
+    try {
+      Trainer(tiny(dir + "/run").epochs(1).stl_baseline(dir + "/stl.json"), tiny_benchmark()).run();
+      FAIL() << "baseline " << value << " must be refused";
+    } catch (const c10::Error& e) {
+      const std::string msg = e.msg();
+      EXPECT_NE(msg.find("must be finite and non-zero"), std::string::npos) << msg;
+    }
+    EXPECT_FALSE(fs::exists(dir + "/run/checkpoint.pt"));  // refused before the first epoch
+  }
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, RefusesAbsurdThreadAndEpochCountsAtStart) {
+  const std::string dir = temp_dir("absurd");
+  const auto error = [&](const TrainOptions& o) -> std::string {
+    try {
+      Trainer(o, tiny_benchmark()).run();
+    } catch (const c10::Error& e) {
+      return e.msg();
+    }
+    return "";
+  };
+  // 2^32 + 1 threads used to become 1 thread (truncated to int).
+  EXPECT_NE(error(tiny(dir).threads(4294967297LL)).find("--threads 4294967297"), std::string::npos);
+  // ~1.5e18 epochs used to overflow the schedule's milestones.
+  EXPECT_NE(error(tiny(dir).epochs(1500000000000000000LL)).find("--epochs 1500000000000000000"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(dir));  // refused before the run folder is made
+}
+
+TEST(TrainOptions, ConfigWithADuplicateKeyIsRefused) {
+  TrainOptions o;
+  try {
+    apply_config_json(o, R"({"lr": 0.1, "batch-size": 64, "lr": 0.001})", "--config 'c.json'");
+    FAIL() << "a duplicate key must be refused";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.msg()).find("--config 'c.json': key 'lr' appears twice"),
+              std::string::npos)
+        << e.msg();
+  }
 }
 
 TEST(TrainOptions, ConfigJsonRoundTripsAndFlagsOverride) {

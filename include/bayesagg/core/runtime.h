@@ -1,11 +1,21 @@
 #pragma once
 /// Process-wide runtime settings: LibTorch's intra-op threads and the memory allocator policy.
 
+#include <cstdint>
+
 namespace bayesagg {
 
+/// The most intra-op threads accepted: 4 x the hardware threads (at least 4), at most 1024. More
+/// threads than cores only add contention; a typo such as 1000 would start over a thousand.
+int64_t max_threads();
+
+/// The thread count for a requested one: 0 = all hardware threads; throws (naming the limit)
+/// below 0 or above `max_threads()`. Takes int64 so that 4294967297 is refused, not truncated.
+int resolve_threads(int64_t requested);
+
 /// Sets LibTorch's intra-op threads (0 = all cores; LibTorch uses one thread by default on
-/// Debian's build) and returns the number used. Throws for a negative value.
-int set_threads(int threads);
+/// Debian's build) and returns the number used. Throws as `resolve_threads`.
+int set_threads(int64_t threads);
 
 /// Keeps freed memory in the process instead of returning it to the kernel (glibc `mallopt`:
 /// large mmap threshold, no heap trimming). LibTorch's CPU allocator frees every temporary; with

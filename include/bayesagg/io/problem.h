@@ -26,7 +26,8 @@ struct Problem {
 
 /// Parses a problem from JSON text. Throws c10::Error with a one-line message naming the bad
 /// field (`groups[1].labels: expected shape [8], got [7]`) on any missing key, wrong shape, label
-/// out of range or non-finite number. `expected`, if present, is ignored.
+/// out of range or non-finite number, a key given twice in one object, or more than
+/// `kMaxProblemMcSamples` samples. `expected`, if present, is ignored.
 Problem parse_problem(const std::string& json_text);
 /// Reads and parses a problem file; errors name the file.
 Problem load_problem(const std::string& path);
@@ -37,6 +38,14 @@ struct ProblemSolution {
   std::vector<GaussianPosterior> full_data;
 };
 
+/// The most Monte-Carlo samples a problem (or `--mc-samples`) may ask for: 2^26, 16 x the public
+/// fixtures' 4 000 000. Samples are drawn in chunks of bounded memory, so this bounds the time.
+/// A problem's sizes are those of its arrays, checked before any tensor is made; `n_outputs`
+/// must match the weights' rows, so 10^9 is refused before anything is allocated.
+constexpr int64_t kMaxProblemMcSamples = int64_t(1) << 26;
+/// Throws when `mc_samples` exceeds `kMaxProblemMcSamples` (or is below 1).
+void check_problem_size(const Problem& problem, int64_t mc_samples);
+
 /// Solves the problem with `options` (whose gamma, s and mc_samples should come from the
 /// problem: see `options_for`).
 ProblemSolution solve_problem(const Problem& problem, const BayesAggOptions& options);
@@ -44,7 +53,8 @@ ProblemSolution solve_problem(const Problem& problem, const BayesAggOptions& opt
 BayesAggOptions options_for(const Problem& problem);
 
 /// The `expected` block in the fixture layout, as JSON text: per group `grad_mean`, `grad_var`,
-/// `posterior_mean`, `posterior_cov_diag`, `full_data_posterior_mean`; and `dL_dh`.
+/// `posterior_mean`, `posterior_cov_diag`, `full_data_posterior_mean`; and `dL_dh`. Throws,
+/// naming the first field, when any value is not finite (JSON has no NaN: it would be `null`).
 std::string solution_json(const Problem& problem, const ProblemSolution& solution);
 
 }  // namespace bayesagg

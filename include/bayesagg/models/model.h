@@ -72,7 +72,10 @@ struct ModelOptions {
   ///   same names.
   /// Every encoder parameter and BatchNorm statistic must be present (`num_batches_tracked` may
   /// be absent) with its shape; otherwise construction throws naming the missing (up to five)
-  /// or mis-shaped entry. Empty = train from scratch.
+  /// or mis-shaped entry. Before LibTorch parses the file it is verified where a checksum
+  /// exists: bayesagg's own checksum trailer, torch.hub's `NAME-HASH.pth` naming (HASH = the
+  /// first hex digits of the SHA-256, e.g. `resnet18-f37072fd.pth`) or a `FILE.sha256` beside
+  /// it; a mismatch is refused. Empty = train from scratch.
   TORCH_ARG(std::string, pretrained) = "";
   /// Seed of the generator that initialises every parameter (PyTorch's default initialisation:
   /// weights and biases of a layer with fan-in n uniform in [-1/sqrt(n), 1/sqrt(n)]).

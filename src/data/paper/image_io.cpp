@@ -11,12 +11,31 @@
 #include <cstring>
 #include <vector>
 
+#if BAYESAGG_WITH_IMAGES
 #include <jpeglib.h>
 #include <jerror.h>
 #include <png.h>
+#endif
 
 namespace bayesagg {
+
+bool image_size_allowed(uint64_t width, uint64_t height) {
+  return width >= 1 && height >= 1 && width <= static_cast<uint64_t>(kMaxImageSide) &&
+         height <= static_cast<uint64_t>(kMaxImageSide) &&
+         width * height <= static_cast<uint64_t>(kMaxImagePixels);
+}
+
+#if BAYESAGG_WITH_IMAGES
 namespace {
+
+/// The message of a header whose size `image_size_allowed` refuses (checked before allocating).
+void size_message(char* message, size_t capacity, uint64_t width, uint64_t height) {
+  std::snprintf(message, capacity,
+                "its header declares %llu x %llu pixels, outside the limit of %lld pixels per side "
+                "and %lld pixels in all (a damaged or hostile file?)",
+                static_cast<unsigned long long>(width), static_cast<unsigned long long>(height),
+                static_cast<long long>(kMaxImageSide), static_cast<long long>(kMaxImagePixels));
+}
 
 // ------------------------------------------------------------------ JPEG
 
@@ -57,6 +76,11 @@ bool jpeg_decode_raw(const unsigned char* data, size_t size, int channels,
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
   jpeg_read_header(&cinfo, TRUE);
+  if (!image_size_allowed(cinfo.image_width, cinfo.image_height)) {
+    size_message(message, JMSG_LENGTH_MAX, cinfo.image_width, cinfo.image_height);
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
   if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
     std::snprintf(message, JMSG_LENGTH_MAX, "CMYK JPEGs are not supported");
     jpeg_destroy_decompress(&cinfo);
@@ -177,6 +201,11 @@ bool png_decode_raw(const unsigned char* data, size_t size, int channels,
   png_read_info(png, info);
   const png_uint_32 w = png_get_image_width(png, info);
   const png_uint_32 h = png_get_image_height(png, info);
+  if (!image_size_allowed(w, h)) {
+    size_message(message, 256, w, h);
+    png_destroy_read_struct(&png, &info, nullptr);
+    return false;
+  }
   const int color = png_get_color_type(png, info);
   const int depth = png_get_bit_depth(png, info);
   if (depth == 16) png_set_scale_16(png);
@@ -345,6 +374,25 @@ void write_jpeg(const std::string& path, const at::Tensor& image, int quality) {
   TORCH_CHECK(ok, "write_jpeg('", path, "'): ", message);
   write_file_atomic(path, out);
 }
+
+#else  // without libpng and libjpeg: every codec says how to get them
+
+namespace {
+[[noreturn]] void no_codecs(const std::string& file) {
+  TORCH_CHECK(false, "cannot read or write '", file, "': this bayesagg was built without libpng "
+              "and libjpeg; install libpng-dev libjpeg-dev (apt-get install, or scripts/setup.sh) "
+              "and rebuild (cmake -S . -B build -DBAYESAGG_WITH_IMAGES=ON && cmake --build build)");
+}
+}  // namespace
+
+at::Tensor decode_jpeg(const std::string&, const std::string& name, int) { no_codecs(name); }
+at::Tensor read_jpeg(const std::string& path, int) { no_codecs(path); }
+at::Tensor decode_png(const std::string&, const std::string& name, int) { no_codecs(name); }
+at::Tensor read_png(const std::string& path, int) { no_codecs(path); }
+void write_png(const std::string& path, const at::Tensor&) { no_codecs(path); }
+void write_jpeg(const std::string& path, const at::Tensor&, int) { no_codecs(path); }
+
+#endif  // BAYESAGG_WITH_IMAGES
 
 at::Tensor resize_center(const at::Tensor& image, int64_t size) {
   TORCH_CHECK(image.defined() && image.dim() == 3 && image.scalar_type() == at::kByte,

@@ -80,6 +80,23 @@ StlBaseline stl_baseline(const std::string& name, const std::string& split) {
   return b;
 }
 
+bool paper_benchmark_built(const std::string& name) {
+  if (name == "utkface" || name == "chestx14") return BAYESAGG_WITH_IMAGES;
+  if (name == "qm9") return BAYESAGG_WITH_QM9;
+  return true;
+}
+
+void check_paper_benchmark_built(const std::string& name) {
+  if (paper_benchmark_built(name)) return;
+  const bool qm9 = name == "qm9";
+  TORCH_CHECK(false, "--benchmark ", name, ": this bayesagg was built without ",
+              qm9 ? "RDKit" : "libpng and libjpeg", "; install ",
+              qm9 ? "librdkit-dev libboost-dev" : "libpng-dev libjpeg-dev",
+              " (apt-get install, or scripts/setup.sh) and rebuild (cmake -S . -B build -D",
+              qm9 ? "BAYESAGG_WITH_QM9" : "BAYESAGG_WITH_IMAGES",
+              "=ON && cmake --build build)");
+}
+
 const std::vector<PublishedDeltaM>& published_delta_m() {
   static const std::vector<PublishedDeltaM> list = {
       {"utkface", "bayesagg", -2.23}, {"qm9", "ls", 177.6},      {"qm9", "nash-mtl", 62.0},

@@ -2,15 +2,18 @@
 
 #include "bayesagg/core/files.h"
 #include "bayesagg/data/paper/cache.h"
+#include "bayesagg/data/paper/paper.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#if BAYESAGG_WITH_QM9
 #include <GraphMol/FileParsers/FileParsers.h>
 #include <GraphMol/GraphMol.h>
 #include <GraphMol/MolOps.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -72,6 +75,9 @@ bool parse_double(std::string_view s, double* v, bool finite = true) {
   *v = r;
   return true;
 }
+
+/// The largest target magnitude accepted (QM9's largest, the spatial extent r2, stays below 1e4).
+constexpr double kMaxTargetMagnitude = 1e8;
 
 /// The CSV columns (1-based, mol_id = 1) the targets are read from; others may be inf or nan.
 bool is_target_column(int64_t c) {
@@ -232,6 +238,10 @@ std::string featurise(const std::string& text, const BlockRange& r, const std::s
   const int64_t n = static_cast<int64_t>(mol->atoms.size());
   const std::string where = "'" + path + "', line " + std::to_string(r.first_line) +
                             ": molecule '" + mol->title + "'";
+#if !BAYESAGG_WITH_QM9
+  (void)n;
+  return where + ": this bayesagg was built without RDKit";
+#else
   std::unique_ptr<RDKit::RWMol> rd;
   try {
     rd.reset(RDKit::MolBlockToMol(text.substr(r.begin, mol->text_end - r.begin),
@@ -296,6 +306,7 @@ std::string featurise(const std::string& text, const BlockRange& r, const std::s
     }
   }
   return "";
+#endif
 }
 
 // ------------------------------------------------------------------ CSV
@@ -346,6 +357,11 @@ CsvTable parse_csv(const std::string& text, const std::string& path) {
                   "', line ", line_no, ", column ", c + 1, ": ",
                   quoted(fields[static_cast<size_t>(c)]),
                   target ? " is not a finite number" : " is not a number");
+      // Larger magnitudes overflow the standardisation (variance in float64) or float32.
+      TORCH_CHECK(!target || std::abs(v) <= kMaxTargetMagnitude, "qm9: '", path, "', line ",
+                  line_no, ", column ", c + 1, ": ", quoted(fields[static_cast<size_t>(c)]),
+                  " is outside +-", kMaxTargetMagnitude,
+                  "; no QM9 property comes near it (a damaged file?)");
       t.values.push_back(v);
     }
   }
@@ -493,6 +509,7 @@ std::vector<int64_t> parse_qm9_uncharacterized(const std::string& text, const st
 QM9Molecules parse_qm9(const std::string& sdf_text, const std::string& csv_text,
                        const std::string& uncharacterized_text, const QM9Files& files,
                        std::vector<std::string>* notes) {
+  check_paper_benchmark_built("qm9");
   const std::vector<int64_t> excluded =
       parse_qm9_uncharacterized(uncharacterized_text, files.uncharacterized);
   const CsvTable csv = parse_csv(csv_text, files.csv);
@@ -600,6 +617,7 @@ QM9Molecules parse_qm9(const std::string& sdf_text, const std::string& csv_text,
 }
 
 QM9Molecules load_qm9(const QM9Options& options, std::vector<std::string>* notes) {
+  check_paper_benchmark_built("qm9");
   const QM9Files files = find_qm9_files(options.data_dir());
   const std::string sdf = read_file(files.sdf);
   const std::string csv = read_file(files.csv);

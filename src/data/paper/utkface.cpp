@@ -112,6 +112,52 @@ UTKFaceScan scan_utkface(const std::string& data_dir) {
   return scan;
 }
 
+std::vector<int64_t> approximate_mode(const std::vector<int64_t>& class_counts, int64_t n_draws) {
+  int64_t total = 0;
+  for (int64_t c : class_counts) {
+    TORCH_CHECK(c >= 0, "approximate_mode: negative class count ", c);
+    total += c;
+  }
+  TORCH_CHECK(n_draws >= 0 && n_draws <= total, "approximate_mode: ", n_draws,
+              " draws from ", total, " items");
+  const size_t k = class_counts.size();
+  std::vector<int64_t> out(k, 0);
+  if (total == 0) return out;
+  // As numpy computes it: class_counts / class_counts.sum() * n_draws, in float64.
+  std::vector<double> remainder(k);
+  int64_t need = n_draws;
+  for (size_t i = 0; i < k; ++i) {
+    const double continuous =
+        static_cast<double>(class_counts[i]) / static_cast<double>(total) * static_cast<double>(n_draws);
+    const double floored = std::floor(continuous);
+    out[i] = static_cast<int64_t>(floored);
+    remainder[i] = continuous - floored;
+    need -= out[i];
+  }
+  // The largest remainders first; among equal ones the lowest class index (sklearn draws them).
+  std::vector<size_t> order(k);
+  for (size_t i = 0; i < k; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return remainder[a] > remainder[b]; });
+  for (size_t j = 0; j < k && need > 0; ++j, --need) ++out[order[j]];
+  return out;
+}
+
+StratifiedSizes stratified_split_sizes(const std::vector<int64_t>& class_counts,
+                                       double test_fraction) {
+  TORCH_CHECK(test_fraction > 0.0 && test_fraction < 1.0,
+              "stratified_split_sizes: test_fraction must be in (0, 1), got ", test_fraction);
+  int64_t n = 0;
+  for (int64_t c : class_counts) n += c;
+  const int64_t n_test = static_cast<int64_t>(std::ceil(test_fraction * static_cast<double>(n)));
+  StratifiedSizes s;
+  s.train = approximate_mode(class_counts, n - n_test);
+  for (size_t i = 0; i < class_counts.size(); ++i) {
+    s.test.push_back(class_counts[i] - s.train[i]);
+  }
+  return s;
+}
+
 UTKFaceSplit utkface_split(const at::Tensor& ages, uint64_t seed) {
   TORCH_CHECK(ages.defined() && ages.dim() == 1 && ages.scalar_type() == at::kLong,
               "utkface_split: expected ages [N] int64");
@@ -120,33 +166,39 @@ UTKFaceSplit utkface_split(const at::Tensor& ages, uint64_t seed) {
   std::map<int64_t, std::vector<int64_t>> by_age;
   for (int64_t i = 0; i < a.size(0); ++i) by_age[p[i]].push_back(i);
 
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::vector<int64_t> train, val, test;
-  std::map<int64_t, std::vector<int64_t>> train_of_age;
+  std::vector<std::vector<int64_t>> strata;  // ages seen at least 3 times, ascending
   for (const auto& [age, items] : by_age) {
-    const int64_t n = static_cast<int64_t>(items.size());
-    if (n < 3) {
+    if (items.size() < 3) {
       train.insert(train.end(), items.begin(), items.end());
-      continue;
-    }
-    const at::Tensor perm = at::randperm(n, gen, at::kLong);
-    const int64_t n_test = std::llround(0.2 * static_cast<double>(n));
-    const int64_t* q = perm.data_ptr<int64_t>();
-    auto& rest = train_of_age[age];
-    for (int64_t k = 0; k < n; ++k) {
-      (k < n_test ? test : rest).push_back(items[static_cast<size_t>(q[k])]);
+    } else {
+      strata.push_back(items);
     }
   }
-  for (const auto& [age, items] : train_of_age) {
-    const int64_t m = static_cast<int64_t>(items.size());
-    if (m == 0) continue;
-    const at::Tensor perm = at::randperm(m, gen, at::kLong);
-    const int64_t n_val = std::llround(0.125 * static_cast<double>(m));
-    const int64_t* q = perm.data_ptr<int64_t>();
-    for (int64_t k = 0; k < m; ++k) {
-      (k < n_val ? val : train).push_back(items[static_cast<size_t>(q[k])]);
+  // Draws `taken[s]` items of every stratum (by a permutation) into `out`; the rest stay.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto draw = [&gen](std::vector<std::vector<int64_t>>& pools,
+                           const std::vector<int64_t>& taken, std::vector<int64_t>& out) {
+    for (size_t s = 0; s < pools.size(); ++s) {
+      const int64_t n = static_cast<int64_t>(pools[s].size());
+      if (n == 0) continue;
+      const at::Tensor perm = at::randperm(n, gen, at::kLong);
+      const int64_t* q = perm.data_ptr<int64_t>();
+      std::vector<int64_t> rest;
+      for (int64_t k = 0; k < n; ++k) {
+        (k < taken[s] ? out : rest).push_back(pools[s][static_cast<size_t>(q[k])]);
+      }
+      pools[s] = std::move(rest);
     }
-  }
+  };
+  const auto counts = [](const std::vector<std::vector<int64_t>>& pools) {
+    std::vector<int64_t> c;
+    for (const auto& v : pools) c.push_back(static_cast<int64_t>(v.size()));
+    return c;
+  };
+  draw(strata, stratified_split_sizes(counts(strata), 0.2).test, test);
+  draw(strata, stratified_split_sizes(counts(strata), 0.125).test, val);
+  for (const auto& rest : strata) train.insert(train.end(), rest.begin(), rest.end());
   return {to_tensor(sorted_vector(train)), to_tensor(sorted_vector(val)),
           to_tensor(sorted_vector(test))};
 }

@@ -7,7 +7,8 @@
 /// (libjpeg would fill the rest with grey) are errors naming the file. libjpeg's other warnings
 /// about recoverable corrupt data are tolerated, as PIL and torchvision tolerate them.
 ///
-/// The writers exist for tests and fixtures.
+/// The writers exist for tests and fixtures. In a build without libpng and libjpeg
+/// (BAYESAGG_WITH_IMAGES=OFF) every reader and writer throws, naming the packages to install.
 
 #include <ATen/core/Tensor.h>
 
@@ -15,6 +16,14 @@
 #include <string>
 
 namespace bayesagg {
+
+/// The largest image side the decoders accept, in pixels (ChestX-ray14's are 1024, UTKFace's 200).
+constexpr int64_t kMaxImageSide = 16384;
+/// The most pixels the decoders accept in one image (2^26, e.g. 8192 x 8192: 192 MiB as RGB).
+/// Checked on the header, before any pixel buffer is allocated.
+constexpr int64_t kMaxImagePixels = int64_t(1) << 26;
+/// Whether a header's `width` x `height` is within `kMaxImageSide` and `kMaxImagePixels`.
+bool image_size_allowed(uint64_t width, uint64_t height);
 
 /// Decodes a JPEG held in memory to uint8 [channels, H, W]: `channels` = 3 gives RGB (a
 /// greyscale JPEG is replicated to three channels), 1 gives libjpeg's greyscale output (the Y of

@@ -37,6 +37,14 @@ bool is_paper_benchmark(const std::string& name);
 /// names.
 std::vector<std::string> paper_task_names(const std::string& name);
 
+/// Whether this build reads benchmark `name`: utkface and chestx14 need the CMake option
+/// BAYESAGG_WITH_IMAGES (libpng, libjpeg), qm9 needs BAYESAGG_WITH_QM9 (RDKit, Boost); true for
+/// every other name.
+bool paper_benchmark_built(const std::string& name);
+/// Throws, in one line, which packages to install and that bayesagg must be rebuilt, when
+/// `paper_benchmark_built(name)` is false.
+void check_paper_benchmark_built(const std::string& name);
+
 /// Published single-task-learning results for Δm (spec, "Paper benchmarks").
 struct StlBaseline {
   std::string benchmark;

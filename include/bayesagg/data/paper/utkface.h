@@ -75,12 +75,30 @@ struct UTKFaceScan {
 /// when the folder does not exist or holds no parsable `.jpg`.
 UTKFaceScan scan_utkface(const std::string& data_dir);
 
-/// The spec's split, as indices into `ages` ([N] int64), each sorted ascending. Ages occurring at
-/// least 3 times: for each such age in increasing order, p = randperm(n_a, generator) over its
-/// items (in index order); its first round(0.2 n_a) items (by p) go to test, the rest to train.
-/// Then, for each such age again in increasing order, q = randperm(m_a, generator) over its
-/// m_a training items (in the order p left them); the first round(0.125 m_a) go to validation.
-/// Rarer ages go to train. round = half away from zero. One generator seeded with `seed`.
+/// sklearn's `_approximate_mode(class_counts, n_draws)`: per class, floor(count / total *
+/// n_draws) (float64, as numpy), then the units still missing go one each to the classes with the
+/// largest remainders. sklearn draws among equal remainders with its generator; here the lowest
+/// class index wins (a deterministic rule: numpy's draws cannot be reproduced).
+std::vector<int64_t> approximate_mode(const std::vector<int64_t>& class_counts, int64_t n_draws);
+
+/// Per-class sizes of sklearn's `train_test_split(test_size=test_fraction, stratify=y)`.
+struct StratifiedSizes {
+  std::vector<int64_t> train, test;
+};
+/// n_test = ceil(test_fraction · n), n_train = n − n_test; train per class =
+/// `approximate_mode(class_counts, n_train)` (StratifiedShuffleSplit allocates train first),
+/// test = the rest of each class.
+StratifiedSizes stratified_split_sizes(const std::vector<int64_t>& class_counts,
+                                       double test_fraction);
+
+/// The spec's split, as indices into `ages` ([N] int64), each sorted ascending, with the sizes of
+/// the authors' sklearn calls: on the ages occurring at least 3 times (the strata, ascending),
+/// test gets `stratified_split_sizes(counts, 0.2).test` items per age, then validation gets
+/// `stratified_split_sizes(remaining counts, 0.125).test` per age. Which items: for each age in
+/// increasing order p = randperm(n_a, generator) over its items (in index order), the first
+/// test_a (by p) go to test; then for each age q = randperm(m_a, generator) over its m_a
+/// remaining items (in the order p left them), the first val_a go to validation. Rarer ages go
+/// to train. One generator seeded with `seed`.
 struct UTKFaceSplit {
   at::Tensor train, val, test;
 };
