@@ -361,13 +361,14 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
 void BayesAgg::start_epoch_posteriors(const std::vector<Head>& heads) {
   at::NoGradGuard no_grad;
   const bool running = options_.refresh() == PosteriorRefresh::running;
-  if (previous_.size() == 0 && !(running && !running_.empty())) {
+  // After their start, running statistics already summarise the last epoch's worth of batches.
+  const bool from_running = running && !running_.empty();
+  if (previous_.size() == 0 && !from_running) {
     TORCH_WARN("BayesAgg: no features were collected in a previous epoch; the first epoch's "
                "full-data posteriors are the priors N(0, gamma I). Use at least one "
                "linear-scalarisation warm-up epoch to avoid this.");
   }
-  if (running && !running_.empty()) {
-    // The running statistics already summarise the last epoch's worth of batches.
+  if (from_running) {
     full_ = full_data_posteriors(running_, heads);
   } else {
     auto st = statistics(previous_.features(), previous_.labels(), heads);
