@@ -71,11 +71,18 @@ std::string to_string(PosteriorRefresh refresh) {
 ObservationNoise parse_observation_noise(const std::string& name) {
   if (name == "fixed") return ObservationNoise::fixed;
   if (name == "estimated") return ObservationNoise::estimated;
-  TORCH_CHECK(false, "unknown observation noise '", name, "' (expected fixed or estimated)");
+  if (name == "normalised") return ObservationNoise::normalised;
+  TORCH_CHECK(false, "unknown observation noise '", name,
+              "' (expected fixed, estimated or normalised)");
 }
 
 std::string to_string(ObservationNoise noise) {
-  return noise == ObservationNoise::estimated ? "estimated" : "fixed";
+  switch (noise) {
+    case ObservationNoise::estimated: return "estimated";
+    case ObservationNoise::normalised: return "normalised";
+    case ObservationNoise::fixed: break;
+  }
+  return "fixed";
 }
 
 std::ostream& operator<<(std::ostream& os, const BayesAggOptions& o) {
@@ -378,12 +385,13 @@ void BayesAgg::start_epoch_posteriors(const std::vector<Head>& heads) {
   }
   noise_.assign(groups_.size(), at::Tensor());
   stats_.noise.assign(groups_.size(), 1.0);
-  if (options_.noise() != ObservationNoise::estimated || previous_.size() == 0) return;
+  if (options_.noise() == ObservationNoise::fixed || previous_.size() == 0) return;
   const Labels labels = previous_.labels();
   for (size_t g = 0; g < groups_.size(); ++g) {
     noise_[g] = task_noise(groups_[g], previous_.features(), labels[g], heads[g]);
-    stats_.noise[g] = noise_[g].mean().item<double>();
   }
+  if (options_.noise() == ObservationNoise::normalised) noise_ = normalise_per_loss(groups_, noise_);
+  for (size_t g = 0; g < groups_.size(); ++g) stats_.noise[g] = noise_[g].mean().item<double>();
 }
 
 void BayesAgg::update_running(const Aggregation& aggregation, int64_t batch) {

@@ -399,4 +399,26 @@ at::Tensor task_noise(const TaskGroup& group, const at::Tensor& features, const 
   return task_losses(group, head_forward(h64, features.to(at::kDouble)), y).clamp_min(floor);
 }
 
+std::vector<at::Tensor> normalise_per_loss(const std::vector<TaskGroup>& groups,
+                                           const std::vector<at::Tensor>& noise) {
+  TORCH_CHECK(noise.size() == groups.size(), "normalise_per_loss: expected ", groups.size(),
+              " noise tensors, got ", noise.size());
+  std::vector<at::Tensor> out = noise;
+  for (GroupType type : {GroupType::regression, GroupType::binary, GroupType::multiclass}) {
+    std::vector<at::Tensor> logs;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      if (groups[g].type != type || !noise[g].defined()) continue;
+      TORCH_CHECK((noise[g] > 0).all().item<bool>(),
+                  "normalise_per_loss: noise estimates must be positive, got ", noise[g]);
+      logs.push_back(noise[g].to(at::kDouble).log().flatten());
+    }
+    if (logs.empty()) continue;
+    const double log_mean = at::cat(logs).mean().item<double>();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      if (groups[g].type == type && noise[g].defined()) out[g] = noise[g] / std::exp(log_mean);
+    }
+  }
+  return out;
+}
+
 }  // namespace bayesagg

@@ -320,6 +320,50 @@ TEST(BayesAggVariants, EstimatedNoiseComesFromThePreviousEpoch) {
   EXPECT_LT(max_abs(a.groups[1].raw_var * tau * tau - b.groups[1].raw_var), 1e-9);
 }
 
+TEST(BayesAggVariants, NormalisedNoiseDividesByTheGeometricMeanOfEachLoss) {
+  // Two regression groups (3 outputs together), one binary and two multiclass tasks.
+  const std::vector<TaskGroup> groups{TaskGroup(GroupType::regression, 2),
+                                      TaskGroup(GroupType::binary, 1),
+                                      TaskGroup(GroupType::multiclass, 3),
+                                      TaskGroup(GroupType::regression, 1),
+                                      TaskGroup(GroupType::multiclass, 4)};
+  const auto d = at::TensorOptions().dtype(at::kDouble);
+  const std::vector<at::Tensor> noise{at::tensor({0.5, 2.0}, d), at::tensor({0.7}, d),
+                                      at::tensor({2.0}, d), at::tensor({8.0}, d),
+                                      at::tensor({0.5}, d)};
+  const std::vector<at::Tensor> out = normalise_per_loss(groups, noise);
+  // Regression: geometric mean of 0.5, 2, 8 is 2. Binary: one task -> 1. Multiclass: of 2 and
+  // 0.5 it is 1.
+  EXPECT_LT(max_abs(out[0] - at::tensor({0.25, 1.0}, d)), 1e-15);
+  EXPECT_LT(max_abs(out[1] - at::tensor({1.0}, d)), 1e-15);
+  EXPECT_LT(max_abs(out[2] - at::tensor({2.0}, d)), 1e-15);
+  EXPECT_LT(max_abs(out[3] - at::tensor({4.0}, d)), 1e-15);
+  EXPECT_LT(max_abs(out[4] - at::tensor({0.5}, d)), 1e-15);
+  EXPECT_THROW(normalise_per_loss(groups, {noise[0]}), c10::Error);
+  std::vector<at::Tensor> bad = noise;
+  bad[1] = at::tensor({0.0}, d);
+  EXPECT_THROW(normalise_per_loss(groups, bad), c10::Error);
+}
+
+TEST(BayesAggVariants, NormalisedNoiseKeepsTheRatiosOfTheEstimates) {
+  const MixedSetup s;
+  BayesAgg est(s.groups, 4, BayesAggOptions().noise(ObservationNoise::estimated).seed(1));
+  BayesAgg norm(s.groups, 4, BayesAggOptions().noise(ObservationNoise::normalised).seed(1));
+  s.warm_up(est);
+  s.warm_up(norm);
+  s.step(est);
+  s.step(norm);
+  // The regression outputs keep their ratio and have geometric mean 1; the single multiclass
+  // task's temperature becomes 1, so its moments are the fixed-noise ones.
+  const at::Tensor e = est.observation_noise()[0], n = norm.observation_noise()[0];
+  EXPECT_NEAR((n[0] / n[1]).item<double>(), (e[0] / e[1]).item<double>(), 1e-12);
+  EXPECT_NEAR((n[0] * n[1]).item<double>(), 1.0, 1e-12);
+  EXPECT_NEAR(norm.observation_noise()[1].item<double>(), 1.0, 1e-15);
+  EXPECT_EQ(parse_observation_noise("normalised"), ObservationNoise::normalised);
+  EXPECT_EQ(to_string(ObservationNoise::normalised), "normalised");
+  EXPECT_THROW(parse_observation_noise("estimate"), c10::Error);
+}
+
 TEST(BayesAggVariants, CheckpointKeepsRunningStatisticsAndNoise) {
   const MixedSetup s;
   const BayesAggOptions o = BayesAggOptions()

@@ -48,8 +48,14 @@ enum class ObservationNoise {
   /// task's likelihood temperature tau (mean / tau, variance / tau^2). Tasks the heads fit well
   /// weigh more, as uncertainty weighting (UW) learns them; here they are estimated, not learnt.
   estimated,
+  /// `estimated`, then divided by the geometric mean of the estimates of every task with the same
+  /// loss (all regression outputs; all binary tasks; all multiclass tasks). Within a loss the
+  /// tasks keep `estimated`'s ratios; across losses the scale stays the reference's (mean-square
+  /// errors and cross-entropies are not in one unit, and `estimated` lets whichever loss is
+  /// numerically smaller dominate). A loss with a single task keeps the fixed noise.
+  normalised,
 };
-/// `fixed` / `estimated`.
+/// `fixed` / `estimated` / `normalised`.
 ObservationNoise parse_observation_noise(const std::string& name);
 std::string to_string(ObservationNoise noise);
 

@@ -131,4 +131,10 @@ ModeResult posterior_mode(const TaskGroup& group, const GaussianPosterior& prior
 at::Tensor task_noise(const TaskGroup& group, const at::Tensor& features, const at::Tensor& labels,
                       const Head& head, double floor = 1e-4);
 
+/// `noise = normalised`: each group's noise estimates [T_g] (positive) divided by the geometric
+/// mean of the estimates of all tasks of the same group type (regression, binary, multiclass),
+/// over every group of that type. Undefined entries stay undefined.
+std::vector<at::Tensor> normalise_per_loss(const std::vector<TaskGroup>& groups,
+                                           const std::vector<at::Tensor>& noise);
+
 }  // namespace bayesagg
