@@ -23,7 +23,8 @@ grid=(ls uw bayesagg-reference
   "bayesagg[$h,weighting=snr,refresh=running]")
 # Noise estimation: regression outputs' noise, classification tasks' likelihood temperature.
 grid+=("bayesagg[$h,noise=estimated]" "bayesagg[$h,noise=estimated,weighting=task]"
-       "bayesagg[$h,noise=estimated,s-reg=0,s-cls=0]" "bayesagg[$h,noise=normalised,weighting=task]")
+       "bayesagg[$h,noise=estimated,s-reg=0,s-cls=0]" "bayesagg[$h,noise=normalised,weighting=task]"
+       "bayesagg[$h,noise=normalised,s-reg=0,s-cls=0]")
 case "$bench" in
   synthetic-regression|multi-fashion-mixed)
     grid+=("bayesagg[$h,noise=estimated,weighting=snr]" "bayesagg[$h,noise=estimated,refresh=running]") ;;
