@@ -14,20 +14,23 @@ shift $(( $# < 3 ? $# : 3 ))
 cli=${BAYESAGG:-build/bayesagg}; threads=${THREADS:-1}
 
 # The grid: the reference, then one factor at a time (posterior centre, scale, weighting, refresh,
-# noise) around the head-centred posterior with LS's gradient size, then combinations.
+# noise) around the head-centred posterior with LS's gradient size, then combinations. Rows start
+# from bayesagg-reference: `bayesagg[...]` would start from the bayesagg preset, and every key the
+# row does not name would silently take the preset's value.
+r=bayesagg-reference
 h="posterior=head,scale=sum"
 grid=(ls uw bayesagg-reference
-  "bayesagg[posterior=head,scale=average]" "bayesagg[$h]" "bayesagg[posterior=newton,scale=sum]"
-  "bayesagg[posterior=mode,scale=sum]" "bayesagg[$h,weighting=snr]" "bayesagg[$h,weighting=task]"
-  "bayesagg[$h,s-reg=0,s-cls=0]" "bayesagg[$h,refresh=running]"
-  "bayesagg[$h,weighting=snr,refresh=running]")
+  "$r[posterior=head,scale=average]" "$r[$h]" "$r[posterior=newton,scale=sum]"
+  "$r[posterior=mode,scale=sum]" "$r[$h,weighting=snr]" "$r[$h,weighting=task]"
+  "$r[$h,s-reg=0,s-cls=0]" "$r[$h,refresh=running]"
+  "$r[$h,weighting=snr,refresh=running]")
 # Noise estimation: regression outputs' noise, classification tasks' likelihood temperature.
-grid+=("bayesagg[$h,noise=estimated]" "bayesagg[$h,noise=estimated,weighting=task]"
-       "bayesagg[$h,noise=estimated,s-reg=0,s-cls=0]" "bayesagg[$h,noise=normalised,weighting=task]"
-       "bayesagg[$h,noise=normalised,s-reg=0,s-cls=0]")
+grid+=("$r[$h,noise=estimated]" "$r[$h,noise=estimated,weighting=task]"
+       "$r[$h,noise=estimated,s-reg=0,s-cls=0]" "$r[$h,noise=normalised,weighting=task]"
+       "$r[$h,noise=normalised,s-reg=0,s-cls=0]")
 case "$bench" in
   synthetic-regression|multi-fashion-mixed)
-    grid+=("bayesagg[$h,noise=estimated,weighting=snr]" "bayesagg[$h,noise=estimated,refresh=running]") ;;
+    grid+=("$r[$h,noise=estimated,weighting=snr]" "$r[$h,noise=estimated,refresh=running]") ;;
 esac
 
 case "$stage:$bench" in
