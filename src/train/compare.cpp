@@ -194,7 +194,8 @@ SingleTaskResult train_single_tasks(TrainOptions o, const Benchmark* benchmark,
   j["test"] = test;
   j["val"] = val;
   result.baseline_file = (fs::path(out) / "stl_baseline.json").string();
-  write_file_atomic(result.baseline_file, j.dump(2) + "\n");
+  write_file_atomic(result.baseline_file,
+                    j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   return result;
 }
 
