@@ -49,6 +49,11 @@ Command add_aggregate(CLI::App& app) {
       ->capture_default_str();
   return {sub, [a]() {
     set_threads(a->threads);
+    // Before the problem is read: a count beyond these would run for days, not fail.
+    TORCH_CHECK(a->mc_samples <= kMaxMcSamples, "--mc-samples ", a->mc_samples, ": expected 1 to ",
+                kMaxMcSamples);
+    TORCH_CHECK(a->rb_samples <= kMaxRbSamples, "--rb-samples ", a->rb_samples, ": expected 2 to ",
+                kMaxRbSamples);
     const Problem problem = load_problem(a->problem);
     BayesAggOptions options = options_for(problem);
     if (a->mc_samples > 0) options.mc_samples(a->mc_samples);

@@ -162,6 +162,7 @@ Command add_compare(CLI::App& app) {
     }
     if (!baseline.empty() && bench) check_stl_baselines(*bench, baseline, baseline_source);
     make_directories(a->out);
+    const FolderLock lock(a->out, "bayesagg compare");
 
     const int64_t total = static_cast<int64_t>(methods.size()) * a->seeds;
     std::vector<CompareRun> runs;

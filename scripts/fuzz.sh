@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of fuzz/ with clang (a separate build folder) and runs each for
-# SECONDS (default 60) from its seeds (fuzz/seeds/TARGET) and its growing corpus. A crash, a
-# sanitizer report or an allocation above 2 GiB stops the target and leaves crash-* / oom-*
-# files in the build folder; the script then exits non-zero.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (targets: idx problem config checksum)
+# SECONDS (default 60), one after the other, from its seeds (fuzz/seeds/TARGET) and its growing
+# corpus. A crash, a sanitizer report or an allocation above 2 GiB stops the target and leaves
+# crash-* / oom-* files in BUILD/artifacts/TARGET/; the script then exits non-zero.
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+#   targets: idx problem config checksum checkpoint cifar chestx14_csv utkface_name, and qm9 when
+#   RDKit is installed (the build's fuzz/targets.txt lists them). Default: all of them.
+# Environment: BAYESAGG_FUZZ_BUILD (build folder, default build-fuzz), CXX (default clang++).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(idx problem config checksum)
 build="${BAYESAGG_FUZZ_BUILD:-build-fuzz}"
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
-CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DBAYESAGG_BUILD_FUZZ=ON \
-  -DBAYESAGG_BUILD_TESTS=OFF -DBAYESAGG_BUILD_BENCH=OFF -DBAYESAGG_WITH_QM9=OFF \
-  -DBAYESAGG_WITH_IMAGES=OFF >/dev/null
+launcher=()
+if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+CXX="${CXX:-clang++}" cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DBAYESAGG_BUILD_FUZZ=ON \
+  -DBAYESAGG_BUILD_TESTS=OFF -DBAYESAGG_BUILD_BENCH=OFF -DBAYESAGG_BUILD_PYTHON=OFF \
+  -DBAYESAGG_WITH_IMAGES=OFF "${launcher[@]}" >/dev/null
+((${#targets[@]})) || read -r -a targets < <(tr ';' ' ' <"$build/fuzz/targets.txt")
 cmake --build "$build" -j2 --target "${targets[@]/%/_fuzz}"
 # LibTorch is not instrumented: its process-lifetime caches are not leaks, and its allocator pairs
 # are its own business.

@@ -15,6 +15,7 @@ PACKAGES=(
   python3-torch python3-dev pybind11-dev     # the Python package (python/): Debian's torch loads
   python3-numpy python3-pytest               #   libtorch-dev's libtorch; tests/python, examples
   python3-pip python3-setuptools python3-wheel  # `pip install --no-build-isolation .` offline
+  clang libclang-rt-14-dev                   # fuzz/ (scripts/fuzz.sh, .ci/run): libFuzzer, ASan
 )
 
 missing=()

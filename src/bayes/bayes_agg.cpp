@@ -40,15 +40,18 @@ void BayesAggOptions::validate() const {
   TORCH_CHECK(s_regression() >= 0, "s_regression must be >= 0, got ", s_regression());
   TORCH_CHECK(s_classification() >= 0, "s_classification must be >= 0, got ",
               s_classification());
-  TORCH_CHECK(mc_samples() >= 2, "mc_samples must be >= 2, got ", mc_samples());
+  TORCH_CHECK(mc_samples() >= 2 && mc_samples() <= kMaxMcSamples, "mc_samples must be in [2, ",
+              kMaxMcSamples, "], got ", mc_samples());
   TORCH_CHECK(mc_chunk() >= 0, "mc_chunk must be >= 0 (0 = automatic), got ", mc_chunk());
-  TORCH_CHECK(quadrature_points() >= 2 && quadrature_points() <= 200,
-              "quadrature_points must be in [2, 200], got ", quadrature_points());
+  TORCH_CHECK(quadrature_points() >= 2 && quadrature_points() <= kMaxQuadraturePoints,
+              "quadrature_points must be in [2, ", kMaxQuadraturePoints, "], got ",
+              quadrature_points());
   TORCH_CHECK(binary_moments() != MomentEstimator::rao_blackwell,
               "binary_moments must be exact or mc (rb is for multiclass groups)");
   TORCH_CHECK(multiclass_moments() != MomentEstimator::exact,
               "multiclass_moments must be mc or rb (there is no exact multiclass estimator)");
-  TORCH_CHECK(rb_samples() >= 2, "rb_samples must be >= 2, got ", rb_samples());
+  TORCH_CHECK(rb_samples() >= 2 && rb_samples() <= kMaxRbSamples, "rb_samples must be in [2, ",
+              kMaxRbSamples, "], got ", rb_samples());
   TORCH_CHECK(!antithetic() || rb_samples() % 2 == 0,
               "antithetic sampling needs an even rb_samples, got ", rb_samples());
   TORCH_CHECK(chunk_rows() >= 1, "chunk_rows must be >= 1, got ", chunk_rows());

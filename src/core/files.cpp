@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -51,6 +53,22 @@ void check_replaceable(const std::string& path) {
               ", not a regular file, and would be replaced; choose another output path");
 }
 
+/// BAYESAGG_FAULT_KILL_WRITING=NAME[@N] (see files.h): at the N-th (default first) write of a
+/// file named NAME, dies after half of `content` went to `fd`.
+void maybe_fault_kill(const std::filesystem::path& target, int fd, const std::string& content) {
+  const char* env = std::getenv(kFaultKillWritingEnv);
+  if (env == nullptr || *env == '\0') return;
+  const std::string spec(env);
+  const size_t at = spec.rfind('@');
+  const std::string name = spec.substr(0, at);
+  const long nth = at == std::string::npos ? 1 : std::atol(spec.c_str() + at + 1);
+  static long seen = 0;
+  if (target.filename().string() != name || ++seen != nth) return;
+  const ssize_t n = ::write(fd, content.data(), content.size() / 2);
+  (void)n;
+  ::kill(::getpid(), SIGKILL);
+}
+
 }  // namespace
 
 void write_file_atomic(const std::string& path, const std::string& content) {
@@ -61,6 +79,7 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   const fs::path tmp = temp_path_for(target);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
   TORCH_CHECK(fd >= 0, "cannot write '", path, "': ", std::strerror(errno));
+  maybe_fault_kill(target, fd, content);
   size_t written = 0;
   while (written < content.size()) {
     const ssize_t n = ::write(fd, content.data() + written, content.size() - written);
@@ -119,6 +138,36 @@ void make_directories(const std::string& path) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   TORCH_CHECK(!ec, "cannot create folder '", path, "': ", ec.message());
+}
+
+FolderLock::FolderLock(const std::string& dir, const std::string& what) {
+  const std::string path = (std::filesystem::path(dir) / kFolderLockName).string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) return;  // a folder nobody can write into: the first write says why
+  if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd_, 0) == 0) {
+      const ssize_t n = ::pwrite(fd_, pid.data(), pid.size(), 0);
+      (void)n;
+    }
+    return;
+  }
+  const int err = errno;
+  char holder[32] = {0};
+  const ssize_t n = ::pread(fd_, holder, sizeof holder - 1, 0);
+  ::close(fd_);
+  fd_ = -1;
+  std::string pid = n > 0 ? std::string(holder, static_cast<size_t>(n)) : "";
+  while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+  TORCH_CHECK(err != EWOULDBLOCK, what, ": '", dir, "' is in use by another bayesagg process",
+              pid.empty() ? std::string() : " (process " + pid + ")",
+              "; wait for it to end, or choose another --out");
+  TORCH_CHECK(false, what, ": cannot lock '", path, "': ", std::strerror(err));
+}
+
+FolderLock::~FolderLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
 }
 
 }  // namespace bayesagg

@@ -2,6 +2,7 @@
 
 #include "bayesagg/core/files.h"
 #include "bayesagg/core/json_checks.h"
+#include "bayesagg/core/text.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -55,7 +56,7 @@ void flatten(const json& j, const std::vector<int64_t>& shape, size_t depth, boo
     if (integral) {
       TORCH_CHECK(j.is_number_integer() ||
                       (j.is_number_float() && std::floor(j.get<double>()) == j.get<double>()),
-                  where, ": expected an integer, got ", j.dump());
+                  where, ": expected an integer, got ", excerpt(j.dump()));
     }
     const double v = j.get<double>();
     TORCH_CHECK(std::isfinite(v), where, ": contains a non-finite number");
@@ -77,7 +78,7 @@ at::Tensor tensor(const json& j, const std::vector<int64_t>& shape, const std::s
 
 int64_t positive_int(const json& j, const std::string& where) {
   TORCH_CHECK(j.is_number_integer() && j.get<int64_t>() >= 1, where,
-              ": expected a positive integer, got ", j.dump());
+              ": expected a positive integer, got ", excerpt(j.dump()));
   return j.get<int64_t>();
 }
 
@@ -114,10 +115,10 @@ Problem parse_problem(const std::string& text) {
   try {
     root = json::parse(text);
   } catch (const json::parse_error& e) {
-    TORCH_CHECK(false, "not valid JSON: ", e.what());
+    TORCH_CHECK(false, "not valid JSON: ", excerpt(e.what()));
   } catch (const json::exception& e) {
     // e.g. a number that overflows to infinity ("1e999"): JSON numbers must be finite.
-    TORCH_CHECK(false, "not valid JSON (numbers must be finite): ", e.what());
+    TORCH_CHECK(false, "not valid JSON (numbers must be finite): ", excerpt(e.what()));
   }
   check_unique_json_keys(text, "problem");
   TORCH_CHECK(root.is_object(), "problem: expected a JSON object at the top level");

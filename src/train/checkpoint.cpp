@@ -50,26 +50,31 @@ std::string previous_path(const std::string& path) {
   return (p.parent_path() / (p.stem().string() + ".prev" + p.extension().string())).string();
 }
 
+/// How to continue from `checkpoint.prev.pt` when that one verifies (a sentence starting with a
+/// space), else "".
+std::string previous_advice(const std::string& path) {
+  std::error_code ec;
+  const std::string prev = previous_path(path);
+  if (!std::filesystem::is_regular_file(prev, ec) || !verify_checksum(read_file(prev)).ok)
+    return "";
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  return " The previous checkpoint '" + prev + "' verifies: to continue from it, `cp " + prev +
+         " " + path + "` and run `bayesagg train --resume " +
+         (dir.empty() ? std::string(".") : dir) + "` again (the epochs after it are redone).";
+}
+
 /// Reads the whole of `path` and checks its checksum trailer; throws naming the file otherwise.
 /// `what` names the file's role ("checkpoint", "model file").
 std::string read_verified(const std::string& path, const std::string& what) {
   std::error_code ec;
-  TORCH_CHECK(std::filesystem::is_regular_file(path, ec), what, " '", path, "' does not exist");
+  TORCH_CHECK(std::filesystem::is_regular_file(path, ec), what, " '", path, "' does not exist.",
+              previous_advice(path));
   std::string bytes = read_file(path);
   const ChecksumCheck check = verify_checksum(bytes);
-  if (!check.ok) {
-    std::string advice;
-    const std::string prev = previous_path(path);
-    if (std::filesystem::is_regular_file(prev, ec) && verify_checksum(read_file(prev)).ok) {
-      const std::string dir = std::filesystem::path(path).parent_path().string();
-      advice = " The previous checkpoint '" + prev + "' verifies: to continue from it, `cp " +
-               prev + " " + path + "` and run `bayesagg train --resume " +
-               (dir.empty() ? std::string(".") : dir) + "` again (the epochs after it are redone).";
-    }
-    TORCH_CHECK(false, "refusing to load ", what, " '", path, "': ", check.problem,
-                ". Files are verified before LibTorch reads them, because its reader is not safe "
-                "on damaged input.", advice);
-  }
+  TORCH_CHECK(check.ok, "refusing to load ", what, " '", path, "': ", check.problem,
+              ". Files are verified before LibTorch reads them, because its reader is not safe "
+              "on damaged input.",
+              previous_advice(path));
   bytes.resize(check.payload_size);
   return bytes;
 }
@@ -215,6 +220,14 @@ CheckpointState load_checkpoint(const std::string& path, MultiTaskModel& model,
     shuffle_generator.set_state(gen_state);
   }
   return st;
+}
+
+void check_resumable(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(path, ec)) return;
+  const std::string advice = previous_advice(path);
+  TORCH_CHECK(false, "cannot resume: '", path, "' does not exist",
+              advice.empty() ? " (the run stopped before its first epoch ended?)" : ".", advice);
 }
 
 void save_model(const std::string& path, const MultiTaskModel& model, int64_t epoch) {

@@ -119,8 +119,12 @@ TrainSummary train_or_reuse(TrainOptions o, const Benchmark* benchmark, std::ost
   std::error_code ec;
   RunStatus st = RunStatus::trained;
   if (fs::is_regular_file(config, ec)) {
-    const std::string key = first_setting_difference(read_file(config.string()),
-                                                     options_to_json(o));
+    std::string key;
+    try {
+      key = first_setting_difference(read_file(config.string()), options_to_json(o));
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, "'", config.string(), "': ", e.msg());
+    }
     TORCH_CHECK(key.empty(), "'", dir.string(), "' holds a run with another value of '", key,
                 "' (see its config.json); choose another output folder or remove it");
     if (fs::is_regular_file(summary, ec)) {
@@ -194,7 +198,8 @@ SingleTaskResult train_single_tasks(TrainOptions o, const Benchmark* benchmark,
   j["test"] = test;
   j["val"] = val;
   result.baseline_file = (fs::path(out) / "stl_baseline.json").string();
-  write_file_atomic(result.baseline_file, j.dump(2) + "\n");
+  write_file_atomic(result.baseline_file,
+                    j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   return result;
 }
 

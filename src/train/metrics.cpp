@@ -1,6 +1,7 @@
 #include "bayesagg/train/metrics.h"
 
 #include "bayesagg/core/files.h"
+#include "bayesagg/core/text.h"
 #include "bayesagg/data/paper/paper.h"
 #include "bayesagg/data/paper/qm9.h"
 
@@ -398,17 +399,17 @@ MetricMap read_stl_baselines(const std::string& path) {
   try {
     j = nlohmann::json::parse(read_file(path));
   } catch (const nlohmann::json::exception& e) {
-    TORCH_CHECK(false, "STL baseline file '", path, "' is not valid JSON: ", e.what());
+    TORCH_CHECK(false, "STL baseline file '", path, "' is not valid JSON: ", excerpt(e.what()));
   }
   if (j.is_object() && j.contains("test") && j["test"].is_object()) j = j["test"];
   TORCH_CHECK(j.is_object(), "STL baseline file '", path,
               "' must hold an object {\"task/metric\": value, ...}");
   MetricMap out;
   for (const auto& [key, value] : j.items()) {
-    TORCH_CHECK(value.is_number(), "STL baseline file '", path, "': '", key,
-                "' must be a number, got ", value.dump());
-    TORCH_CHECK(key.find('/') != std::string::npos, "STL baseline file '", path, "': key '", key,
-                "' must be `task/metric`");
+    TORCH_CHECK(value.is_number(), "STL baseline file '", path, "': '", excerpt(key),
+                "' must be a number, got ", excerpt(value.dump()));
+    TORCH_CHECK(key.find('/') != std::string::npos, "STL baseline file '", path, "': key '",
+                excerpt(key), "' must be `task/metric`");
     higher_is_better(key);  // throws on unknown metric names
     TORCH_CHECK(!is_calibration_metric(key), "STL baseline file '", path, "': '", key,
                 "' is a calibration metric; Δm uses the benchmark's task metrics only (remove "

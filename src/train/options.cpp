@@ -2,6 +2,7 @@
 
 #include "bayesagg/bayes/moments.h"
 #include "bayesagg/core/json_checks.h"
+#include "bayesagg/core/text.h"
 #include "bayesagg/data/paper/paper.h"
 #include "bayesagg/methods/method.h"
 #include "bayesagg/models/model.h"
@@ -28,23 +29,35 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
+/// Bounds the sample counts with the flags' names (BayesAggOptions::validate bounds them too,
+/// under the library's names): a count beyond them would run for days, not fail.
+void check_sample_counts(const BayesAggOptions& b) {
+  TORCH_CHECK(b.mc_samples() >= 2 && b.mc_samples() <= kMaxMcSamples, "--mc-samples ",
+              b.mc_samples(), ": expected 2 to ", kMaxMcSamples);
+  TORCH_CHECK(b.rb_samples() >= 2 && b.rb_samples() <= kMaxRbSamples, "--rb-samples ",
+              b.rb_samples(), ": expected 2 to ", kMaxRbSamples);
+  TORCH_CHECK(b.quadrature_points() >= 2 && b.quadrature_points() <= kMaxQuadraturePoints,
+              "--quadrature-points ", b.quadrature_points(), ": expected 2 to ",
+              kMaxQuadraturePoints);
+}
+
 int64_t parse_int(const std::string& key, const std::string& text) {
   errno = 0;
   char* end = nullptr;
   const long long v = std::strtoll(text.c_str(), &end, 10);
   TORCH_CHECK(!text.empty() && end && *end == '\0' && errno == 0, "--", key,
-              ": expected an integer, got '", text, "'");
+              ": expected an integer, got '", excerpt(text), "'");
   return static_cast<int64_t>(v);
 }
 
 uint64_t parse_uint(const std::string& key, const std::string& text) {
   TORCH_CHECK(!text.empty() && text[0] != '-', "--", key,
-              ": expected a non-negative integer, got '", text, "'");
+              ": expected a non-negative integer, got '", excerpt(text), "'");
   errno = 0;
   char* end = nullptr;
   const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
   TORCH_CHECK(end && *end == '\0' && errno == 0, "--", key,
-              ": expected a non-negative integer, got '", text, "'");
+              ": expected a non-negative integer, got '", excerpt(text), "'");
   return static_cast<uint64_t>(v);
 }
 
@@ -53,14 +66,14 @@ double parse_double(const std::string& key, const std::string& text) {
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
   TORCH_CHECK(!text.empty() && end && *end == '\0' && errno == 0 && std::isfinite(v), "--", key,
-              ": expected a finite number, got '", text, "'");
+              ": expected a finite number, got '", excerpt(text), "'");
   return v;
 }
 
 bool parse_bool(const std::string& key, const std::string& text) {
   if (text == "true" || text == "1" || text == "yes" || text == "on") return true;
   if (text == "false" || text == "0" || text == "no" || text == "off") return false;
-  TORCH_CHECK(false, "--", key, ": expected true or false, got '", text, "'");
+  TORCH_CHECK(false, "--", key, ": expected true or false, got '", excerpt(text), "'");
 }
 
 std::string num(double v) {
@@ -124,8 +137,9 @@ std::string TrainOptions::resolved_out() const {
 
 void TrainOptions::validate() const {
   TORCH_CHECK(is_embedded_benchmark(benchmark()) || is_paper_benchmark(benchmark()),
-              "--benchmark: unknown benchmark '", benchmark(), "' (known: ",
-              join(embedded_benchmark_names()), ", ", join(paper_benchmark_names()), ")");
+              "--benchmark: unknown benchmark '", excerpt(benchmark()),
+              "' (known: ", join(embedded_benchmark_names()), ", ", join(paper_benchmark_names()),
+              ")");
   TORCH_CHECK(!is_paper_benchmark(benchmark()) || data_dir() != kDefaultFashionMnistDir,
               "--benchmark ", benchmark(), " reads the data set you downloaded: pass --data-dir "
               "DIR (docs/benchmarks.md says what the folder must hold)");
@@ -135,18 +149,18 @@ void TrainOptions::validate() const {
                   (image_size() == 0 || crop_size() == 0 || crop_size() <= image_size()),
               "--image-size and --crop-size must be >= 0 (0 = the spec's) with crop <= image, "
               "got ", image_size(), " and ", crop_size());
-  TORCH_CHECK(lr_schedule() == "auto" || lr_schedule() == "multistep" ||
-                  lr_schedule() == "plateau",
-              "--lr-schedule must be auto, multistep or plateau, got '", lr_schedule(), "'");
+  TORCH_CHECK(lr_schedule() == "auto" || lr_schedule() == "multistep" || lr_schedule() == "plateau",
+              "--lr-schedule must be auto, multistep or plateau, got '", excerpt(lr_schedule()),
+              "'");
   TORCH_CHECK(prefetch() >= 0, "--prefetch must be >= 0 (0 = off), got ", prefetch());
   TORCH_CHECK(train_subset() == 0 || !is_paper_benchmark(benchmark()),
               "--train-subset is for the embedded benchmarks; give a paper benchmark a smaller "
               "data folder instead");
   const auto methods = method_names();
   TORCH_CHECK(std::find(methods.begin(), methods.end(), method()) != methods.end(),
-              "--method: unknown method '", method(), "' (known: ", join(methods), ")");
+              "--method: unknown method '", excerpt(method()), "' (known: ", join(methods), ")");
   TORCH_CHECK(stl_task().empty() || method() == "ls", "--stl-task ", stl_task(),
-              " trains one task alone, which needs --method ls, got '", method(), "'");
+              " trains one task alone, which needs --method ls, got '", excerpt(method()), "'");
   TORCH_CHECK(epochs() >= 0, "--epochs must be >= 1 (or 0 for the benchmark's default), got ",
               epochs());
   TORCH_CHECK(batch_size() >= 1, "--batch-size must be >= 1, got ", batch_size());
@@ -162,16 +176,17 @@ void TrainOptions::validate() const {
               representation_dim());
   const auto trunks = trunk_names();
   TORCH_CHECK(trunk() == "auto" || std::find(trunks.begin(), trunks.end(), trunk()) != trunks.end(),
-              "--trunk must be auto or one of ", join(trunks), ", got '", trunk(), "'");
+              "--trunk must be auto or one of ", join(trunks), ", got '", excerpt(trunk()), "'");
   TORCH_CHECK(eval_batch_size() >= 1, "eval batch size must be >= 1, got ", eval_batch_size());
-  TORCH_CHECK(progress() == "auto" || progress() == "bar" || progress() == "lines" ||
-                  progress() == "none",
-              "--progress must be auto, bar, lines or none, got '", progress(), "'");
+  TORCH_CHECK(
+      progress() == "auto" || progress() == "bar" || progress() == "lines" || progress() == "none",
+      "--progress must be auto, bar, lines or none, got '", excerpt(progress()), "'");
   TORCH_CHECK(stop_after_epoch() >= 0, "stop_after_epoch must be >= 0, got ",
               stop_after_epoch());
   const std::string& d = device();
   TORCH_CHECK(d == "cpu" || d.rfind("cuda", 0) == 0, "--device must be cpu or cuda[:N], got '",
               d, "'");
+  check_sample_counts(bayesagg());
   bayesagg().validate();
   TORCH_CHECK(resolved_eval_regression() == "head" || is_bayesagg_method(method()),
               "--eval-regression posterior needs --method bayesagg (the full-data posterior), got '",
@@ -233,24 +248,25 @@ MethodSpec parse_method_spec(const std::string& text) {
   MethodSpec spec;
   const auto open = text.find('[');
   if (open == std::string::npos) {
-    TORCH_CHECK(text.find(']') == std::string::npos, "method spec '", text,
+    TORCH_CHECK(text.find(']') == std::string::npos, "method spec '", excerpt(text),
                 "': ']' without '['");
     spec.name = text;
     return spec;
   }
   TORCH_CHECK(open > 0 && text.back() == ']' && text.find('[', open + 1) == std::string::npos &&
                   text.find(']') == text.size() - 1,
-              "method spec '", text, "': expected name[key=value,...]");
+              "method spec '", excerpt(text), "': expected name[key=value,...]");
   spec.name = text.substr(0, open);
   std::stringstream items(text.substr(open + 1, text.size() - open - 2));
   std::string item;
   while (std::getline(items, item, ',')) {
     const auto eq = item.find('=');
-    TORCH_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < item.size(), "method spec '", text,
-                "': '", item, "' is not key=value");
+    TORCH_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < item.size(), "method spec '",
+                excerpt(text), "': '", excerpt(item), "' is not key=value");
     spec.overrides.emplace_back(item.substr(0, eq), item.substr(eq + 1));
   }
-  TORCH_CHECK(!spec.overrides.empty(), "method spec '", text, "': no overrides inside [ ]");
+  TORCH_CHECK(!spec.overrides.empty(), "method spec '", excerpt(text),
+              "': no overrides inside [ ]");
   return spec;
 }
 
@@ -282,7 +298,7 @@ nlohmann::ordered_json comparable_config(const std::string& text) {
   try {
     j = nlohmann::ordered_json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    TORCH_CHECK(false, "a run's config is not valid JSON: ", e.what());
+    TORCH_CHECK(false, "a run's config is not valid JSON: ", excerpt(e.what()));
   }
   TORCH_CHECK(j.is_object(), "a run's config must be a JSON object");
   for (const char* k : kRunFree) j.erase(k);
@@ -508,7 +524,7 @@ void apply_setting(TrainOptions& o, const std::string& key, const std::string& v
     o.trunk_clip(parse_double(key, v));
   } else if (key == "eval-regression") {
     TORCH_CHECK(v == "auto" || v == "head" || v == "posterior",
-                "--eval-regression must be auto, head or posterior, got '", v, "'");
+                "--eval-regression must be auto, head or posterior, got '", excerpt(v), "'");
     o.eval_regression(v);
   } else if (key == "trunk-clip-after-warmup") {
     o.trunk_clip_after_warmup(parse_bool(key, v));
@@ -528,10 +544,12 @@ void apply_setting(TrainOptions& o, const std::string& key, const std::string& v
   } else if (key == "mc-samples") {
     b.mc_samples(parse_int(key, v));
   } else if (key == "binary-moments") {
-    TORCH_CHECK(v == "exact" || v == "mc", "--binary-moments must be exact or mc, got '", v, "'");
+    TORCH_CHECK(v == "exact" || v == "mc", "--binary-moments must be exact or mc, got '",
+                excerpt(v), "'");
     b.binary_moments(parse_moment_estimator(v));
   } else if (key == "multiclass-moments") {
-    TORCH_CHECK(v == "rb" || v == "mc", "--multiclass-moments must be rb or mc, got '", v, "'");
+    TORCH_CHECK(v == "rb" || v == "mc", "--multiclass-moments must be rb or mc, got '", excerpt(v),
+                "'");
     b.multiclass_moments(parse_moment_estimator(v));
   } else if (key == "rb-samples") {
     b.rb_samples(parse_int(key, v));
@@ -567,7 +585,7 @@ void apply_setting(TrainOptions& o, const std::string& key, const std::string& v
     o.gradient().nashmtl().max_norm(parse_double(key, v));
   } else if (key == "aligned-scale") {
     TORCH_CHECK(v == "min" || v == "median" || v == "rmse",
-                "--aligned-scale must be min, median or rmse, got '", v, "'");
+                "--aligned-scale must be min, median or rmse, got '", excerpt(v), "'");
     o.gradient().alignedmtl().scale(v == "min"      ? AlignedScale::min
                                     : v == "median" ? AlignedScale::median
                                                     : AlignedScale::rmse);
@@ -682,7 +700,7 @@ void apply_config_json(TrainOptions& options, const std::string& json_text,
   try {
     j = nlohmann::json::parse(json_text);
   } catch (const nlohmann::json::exception& e) {
-    TORCH_CHECK(false, what, " is not valid JSON: ", e.what());
+    TORCH_CHECK(false, what, " is not valid JSON: ", excerpt(e.what()));
   }
   check_unique_json_keys(json_text, what);
   TORCH_CHECK(j.is_object(), what, " must hold a JSON object of settings");
@@ -695,8 +713,8 @@ void apply_config_json(TrainOptions& options, const std::string& json_text,
     std::replace(key.begin(), key.end(), '_', '-');
     TORCH_CHECK(key != "config" && key != "resume", what, ": '", raw_key,
                 "' cannot be set in a config file");
-    TORCH_CHECK(std::find(keys.begin(), keys.end(), key) != keys.end(), what,
-                ": unknown setting '", raw_key, "' (known: ", join(keys), ")");
+    TORCH_CHECK(std::find(keys.begin(), keys.end(), key) != keys.end(), what, ": unknown setting '",
+                excerpt(raw_key), "' (known: ", join(keys), ")");
     std::string text;
     if (value.is_string()) {
       text = value.get<std::string>();
@@ -710,7 +728,7 @@ void apply_config_json(TrainOptions& options, const std::string& json_text,
       continue;
     } else {
       TORCH_CHECK(false, what, ": '", raw_key, "' must be a string, number or boolean, got ",
-                  value.dump());
+                  excerpt(value.dump()));
     }
     values[key] = text;
   }
@@ -745,7 +763,8 @@ std::string options_to_json(const TrainOptions& unresolved) {
     }
     j[s.key] = value;
   }
-  return j.dump(2) + "\n";
+  // Paths (out, data_dir) need not be UTF-8; JSON must be: invalid bytes become U+FFFD.
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace bayesagg

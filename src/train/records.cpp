@@ -1,4 +1,5 @@
 #include "bayesagg/train/records.h"
+#include "bayesagg/core/text.h"
 
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
@@ -156,7 +157,9 @@ std::string history_to_json(const RunHistory& h) {
   ojson reliability = ojson::array();
   for (const auto& d : h.best_reliability) reliability.push_back(reliability_json(d));
   j["best_reliability"] = reliability;
-  return j.dump();
+  // Strings from the user (paths, names) need not be UTF-8; JSON must be: invalid bytes become
+  // U+FFFD.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 RunHistory history_from_json(const std::string& text) {
@@ -196,7 +199,7 @@ RunHistory history_from_json(const std::string& text) {
       }
     }
   } catch (const json::exception& e) {
-    TORCH_CHECK(false, "the checkpoint's run history is unreadable: ", e.what());
+    TORCH_CHECK(false, "the checkpoint's run history is unreadable: ", excerpt(e.what()));
   }
   return h;
 }
@@ -224,7 +227,8 @@ std::string summary_to_json(const TrainSummary& s) {
   j["wall_seconds"] = s.wall_seconds;
   j["epoch_train_seconds"] = s.epoch_train_seconds;
   j["epoch_eval_seconds"] = s.epoch_eval_seconds;
-  return j.dump(2) + "\n";
+  // run_dir and stl_source are paths, which need not be UTF-8 (invalid bytes become U+FFFD).
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 TrainSummary summary_from_json(const std::string& text) {
@@ -257,7 +261,7 @@ TrainSummary summary_from_json(const std::string& text) {
       s.epoch_eval_seconds = j.at("epoch_eval_seconds").get<std::vector<double>>();
     }
   } catch (const json::exception& e) {
-    TORCH_CHECK(false, "summary.json is unreadable: ", e.what());
+    TORCH_CHECK(false, "summary.json is unreadable: ", excerpt(e.what()));
   }
   return s;
 }

@@ -249,8 +249,7 @@ TrainSummary Trainer::run() {
   std::error_code ec;
   bool replace_previous = false;
   if (o.resume()) {
-    TORCH_CHECK(fs::is_regular_file(ckpt, ec), "cannot resume: '", ckpt,
-                "' does not exist (the run stopped before its first epoch ended?)");
+    check_resumable(ckpt);
   } else if (fs::exists(ckpt, ec) || fs::exists(path("summary.json"), ec)) {
     bool finished = false;
     if (fs::exists(path("summary.json"), ec)) {
@@ -269,6 +268,7 @@ TrainSummary Trainer::run() {
     replace_previous = true;  // removed once the data are loaded
   }
   make_directories(dir);
+  const FolderLock lock(dir, "bayesagg train");
   remove_stale_temp_files(dir);
 
   // ---------------------------------------------------------------- data

@@ -194,3 +194,19 @@ TEST(AggregateCli, ThreadsAreBoundedNotTruncated) {
     EXPECT_FALSE(fs::exists(out));
   }
 }
+
+namespace {
+
+TEST(AggregateCli, SampleCountsAreBoundedBeforeTheProblemIsRead) {
+  const fs::path out = temp_dir() / "bounded.out.json";
+  for (const std::string& flag : {"--mc-samples 67108865", "--rb-samples 1048577"}) {
+    // The problem does not exist: the bound is checked first.
+    const CliResult r =
+        run_cli("aggregate --problem /nonexistent.json --out " + out.string() + " " + flag);
+    EXPECT_NE(r.status, 0) << flag;
+    EXPECT_NE(r.err.find(flag + ": expected "), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
+}
+
+}  // namespace

@@ -92,3 +92,21 @@ TEST(CompareCli, MethodSpecsAreRowsOfTheirOwn) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(CompareCli, ADamagedRunConfigIsNamedInTheError) {
+  TempDir dir("bayesagg_compare_cli_");
+  const std::string args = "compare --benchmark synthetic-regression --methods ls --seeds 1 "
+                           "--epochs 1 --train-subset 256 --batch-size 128 --threads 1 "
+                           "--progress none --out " + dir.path.string();
+  ASSERT_EQ(run_cli(args + " > /dev/null").status, 0);
+  const std::string config = dir.file("ls/seed1/config.json");
+  std::ofstream(config) << "{\"method\": ";  // cut short
+  const auto r = run_cli(args + " > " + dir.file("log.txt"));
+  // The run's failure is reported (in the log and the table) naming the damaged file.
+  const std::string log = read(dir.file("log.txt"));
+  EXPECT_TRUE(contains(log, "'" + config + "': a run's config is not valid")) << log << r.err;
+}
+
+}  // namespace

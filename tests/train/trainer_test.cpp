@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "meta_benchmark.h"
+#include "test_util.h"
 
 #include <filesystem>
 #include <iomanip>
@@ -355,6 +356,61 @@ TEST(Trainer, ResumesFromThePreviousCheckpointWhenTheLastIsDamaged) {
   EXPECT_EQ(read_file(full + "/metrics.csv"), read_file(split + "/metrics.csv"));
   fs::remove_all(full);
   fs::remove_all(split);
+}
+
+TEST(Trainer, AMissingCheckpointSaysHowToResumeFromThePreviousOne) {
+  const std::string full = temp_dir("missing_full"), split = temp_dir("missing_split");
+  const TrainSummary a = Trainer(tiny(full), tiny_benchmark()).run();
+  Trainer(tiny(split).stop_after_epoch(2), tiny_benchmark()).run();
+  fs::remove(split + "/checkpoint.pt");  // deleted by hand, or lost with its disk
+  TrainOptions r = resume_options(split);
+  r.progress("none");
+  const std::string msg = testing::error_of([&] { Trainer(r, tiny_benchmark()).run(); });
+  EXPECT_NE(msg.find("checkpoint.pt' does not exist"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("checkpoint.prev.pt' verifies: to continue from it, `cp "), std::string::npos)
+      << msg;
+  EXPECT_EQ(msg.find("before its first epoch"), std::string::npos) << msg;
+  // Without a verifying previous checkpoint, the message says what it said before.
+  const std::string prev = read_file(split + "/checkpoint.prev.pt");
+  write_file_atomic(split + "/checkpoint.prev.pt", prev.substr(0, prev.size() / 2));
+  const std::string none = testing::error_of([&] { Trainer(r, tiny_benchmark()).run(); });
+  EXPECT_NE(none.find("before its first epoch ended"), std::string::npos) << none;
+  EXPECT_EQ(none.find("verifies"), std::string::npos) << none;
+  // As the first message said: copy the previous checkpoint into place and resume.
+  write_file_atomic(split + "/checkpoint.pt", prev);
+  const TrainSummary b = Trainer(r, tiny_benchmark()).run();
+  EXPECT_TRUE(b.completed());
+  EXPECT_EQ(a.test, b.test);
+  fs::remove_all(full);
+  fs::remove_all(split);
+}
+
+TEST(TrainOptions, SampleCountsAreBoundedWithTheFlagsNames) {
+  struct Case {
+    const char* key;
+    std::string value;
+    const char* expected;
+  };
+  const std::vector<Case> cases = {
+      {"mc-samples", std::to_string(kMaxMcSamples + 1), "--mc-samples 67108865: expected 2 to "},
+      {"mc-samples", "1", "--mc-samples 1: expected 2 to 67108864"},
+      {"rb-samples", std::to_string(kMaxRbSamples + 2), "--rb-samples 1048578: expected 2 to "},
+      {"quadrature-points", "201", "--quadrature-points 201: expected 2 to 200"},
+      {"mc-samples", "99999999999999999999", "--mc-samples: expected an integer"},
+  };
+  for (const Case& c : cases) {
+    const std::string msg = testing::error_of([&] {
+      TrainOptions o = tiny("unused");
+      apply_setting(o, c.key, c.value);
+      o.validate();
+    });
+    EXPECT_NE(msg.find(c.expected), std::string::npos) << c.key << " " << c.value << ": " << msg;
+  }
+  TrainOptions at_max = tiny("unused");
+  apply_setting(at_max, "mc-samples", std::to_string(kMaxMcSamples));
+  apply_setting(at_max, "rb-samples", std::to_string(kMaxRbSamples));
+  apply_setting(at_max, "quadrature-points", "200");
+  EXPECT_NO_THROW(at_max.validate());
 }
 
 TEST(Trainer, AKillBetweenCheckpointAndBestModelIsRepairedOnResume) {

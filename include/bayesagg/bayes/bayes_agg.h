@@ -23,6 +23,15 @@
 
 namespace bayesagg {
 
+/// The most Monte-Carlo samples per step (`mc_samples`, `--mc-samples`): 2^26, 16 x the public
+/// fixtures' 4 000 000. Samples are drawn in chunks of bounded memory, so this bounds the time.
+constexpr int64_t kMaxMcSamples = int64_t(1) << 26;
+/// The most logit samples per step of the rb estimator (`rb_samples`, `--rb-samples`): 2^20,
+/// 65 536 x the default.
+constexpr int64_t kMaxRbSamples = int64_t(1) << 20;
+/// The most Gauss-Hermite points (`quadrature_points`, `--quadrature-points`).
+constexpr int64_t kMaxQuadraturePoints = 200;
+
 /// How the prior of every batch posterior (the full-data posterior) follows training.
 enum class PosteriorRefresh {
   /// Built once per epoch, at its first step, from the previous epoch's features (the reference).

@@ -42,7 +42,7 @@ struct ProblemSolution {
 /// fixtures' 4 000 000. Samples are drawn in chunks of bounded memory, so this bounds the time.
 /// A problem's sizes are those of its arrays, checked before any tensor is made; `n_outputs`
 /// must match the weights' rows, so 10^9 is refused before anything is allocated.
-constexpr int64_t kMaxProblemMcSamples = int64_t(1) << 26;
+constexpr int64_t kMaxProblemMcSamples = kMaxMcSamples;
 /// Throws when `mc_samples` exceeds `kMaxProblemMcSamples` (or is below 1).
 void check_problem_size(const Problem& problem, int64_t mc_samples);
 

@@ -79,6 +79,10 @@ CheckpointState load_checkpoint(const std::string& path, MultiTaskModel& model,
                                 torch::optim::Optimizer& optimizer, Method& method,
                                 at::Generator& shuffle_generator);
 
+/// Throws unless `path` (a run's checkpoint.pt) exists, saying how to resume from
+/// `checkpoint.prev.pt` when that one verifies (a kill or a deletion can leave only it).
+void check_resumable(const std::string& path);
+
 /// Writes only the model's parameters (e.g. `best_model.pt`) and the epoch they are from (0 when
 /// unknown), atomically and with a checksum trailer.
 void save_model(const std::string& path, const MultiTaskModel& model, int64_t epoch = 0);

@@ -1,6 +1,7 @@
 #include "bayesagg/data/paper/chestx14.h"
 
 #include "bayesagg/core/files.h"
+#include "bayesagg/core/text.h"
 #include "bayesagg/data/paper/cache.h"
 #include "bayesagg/data/paper/image_io.h"
 
@@ -100,7 +101,7 @@ ChestX14Csv read_chestx14_csv(const std::string& path) {
                 ": empty line inside the file");
     if (!header_seen) {
       TORCH_CHECK(line == header, "chestx14: '", path, "', line ", line_no,
-                  ": expected the header '", header, "', found '", line, "'");
+                  ": expected the header '", header, "', found '", excerpt(line), "'");
       header_seen = true;
       continue;
     }
@@ -113,7 +114,7 @@ ChestX14Csv read_chestx14_csv(const std::string& path) {
     for (int64_t k = 1; k <= kFindings; ++k) {
       const std::string& f = fields[static_cast<size_t>(k)];
       TORCH_CHECK(f == "0" || f == "1", "chestx14: '", path, "', line ", line_no, ": label '",
-                  f, "' of ", chestx14_task_names()[static_cast<size_t>(k - 1)],
+                  excerpt(f), "' of ", chestx14_task_names()[static_cast<size_t>(k - 1)],
                   " is not 0 or 1");
       labels.push_back(f == "1" ? 1.0f : 0.0f);
     }
