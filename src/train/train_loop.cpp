@@ -91,14 +91,15 @@ void clip_grads(const std::vector<at::Tensor>& params, const at::Tensor& total_n
 std::vector<at::Tensor> predict(MultiTaskModel& model,
                                 const std::shared_ptr<const BatchSource>& split,
                                 int64_t batch_size, int64_t prefetch, const c10::Device& device,
-                                const std::vector<at::Tensor>& posterior_means) {
+                                const std::vector<at::Tensor>& posterior_means,
+                                int64_t begin = 0, int64_t end = -1) {
   at::NoGradGuard no_grad;
   model.train(false);
   const size_t groups = model.groups().size();
   std::vector<std::vector<at::Tensor>> parts(groups);
-  const int64_t n = split->size();
+  const int64_t n = end < 0 ? split->size() : end;
   std::vector<at::Tensor> batches;
-  for (int64_t start = 0; start < n; start += batch_size) {
+  for (int64_t start = begin; start < n; start += batch_size) {
     batches.push_back(at::arange(start, std::min(batch_size, n - start) + start, at::kLong));
   }
   Prefetcher loader(split, std::move(batches), false, {}, prefetch, device);
@@ -153,8 +154,9 @@ std::string fixed(double v, int digits) {
 }  // namespace
 
 TrainLoop::TrainLoop(TrainOptions options, const std::optional<Benchmark>& given,
-                     std::ostream* log)
-    : o_(std::move(options)), log_(log), given_benchmark_(given.has_value()) {
+                     std::ostream* log, std::shared_ptr<DistGroup> dist)
+    : o_(std::move(options)), log_(log), given_benchmark_(given.has_value()),
+      dist_(std::move(dist)) {
   session_start_ = Clock::now();
   o_ = o_.with_method_preset();
   o_.validate();
@@ -166,12 +168,15 @@ TrainLoop::TrainLoop(TrainOptions options, const std::optional<Benchmark>& given
   ckpt_ = path("checkpoint.pt");
   threads_ = set_threads(o_.threads());
   device_ = parse_device(o_.device());
+  join_process_group();
   prepare_run_folder();
   load_data(given);
   set_up_single_task();
   set_up_stl_baselines(given.has_value());
   build_model_and_method();
+  check_data_parallel();
   restore_checkpoint();
+  broadcast_parameters();
   write_config();
   log_header();
 }
@@ -184,6 +189,13 @@ std::string TrainLoop::path(const char* name) const { return (fs::path(dir_) / n
 
 void TrainLoop::prepare_run_folder() {
   std::error_code ec;
+  if (!writes_files()) {
+    // The other ranks read the checkpoint (shared folder) but write nothing.
+    TORCH_CHECK(!o_.resume() || fs::is_regular_file(ckpt_, ec), "rank ", dist_->rank(),
+                ": cannot resume: '", ckpt_, "' is not visible on this machine (the ranks read "
+                "the run folder's checkpoint: share the folder, or copy it to the same path)");
+    return;
+  }
   if (o_.resume()) {
     TORCH_CHECK(fs::is_regular_file(ckpt_, ec), "cannot resume: '", ckpt_,
                 "' does not exist (the run stopped before its first epoch ended?)");
@@ -308,6 +320,7 @@ void TrainLoop::build_model_and_method() {
   batchnorm_ = model_->trunk_name() == "cifar-cnn" || model_->trunk_name() == "resnet18" ||
                model_->trunk_name() == "resnet34";
   shuffle_ = at::make_generator<at::CPUGeneratorImpl>(derive_seed(o_.seed(), 2));
+  method_reduces_trunk_ = method_->needs().count(Need::shared_grads) > 0;
   config_ = options_to_json(o_);
 }
 
@@ -324,6 +337,7 @@ void TrainLoop::restore_checkpoint() {
     }
     TORCH_CHECK(st.schedule.milestones == schedule_.milestones, "cannot resume '", dir_,
                 "': the checkpoint's learning-rate milestones differ");
+    check_resumed_world_size();
     history_ = history_from_json(st.history_json);
     start_epoch_ = st.epoch;
     history_.truncate(start_epoch_);
@@ -335,12 +349,14 @@ void TrainLoop::restore_checkpoint() {
 }
 
 void TrainLoop::write_config() {
+  if (!writes_files()) return;
   if (replace_previous_) {
     if (log_) *log_ << "note: replacing the previous run in " << dir_ << "\n";
     remove_run_files(dir_);
   }
   nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(config_);
   cfg["_threads_used"] = threads_;
+  cfg["_world_size"] = world_size();
   cfg["_note"] = "every effective setting; `bayesagg train --config` accepts this file";
   write_file_atomic(path("config.json"), cfg.dump(2) + "\n");
 }
@@ -361,7 +377,11 @@ void TrainLoop::log_header() const {
       << (o_.trunk_clip() > 0 ? fixed(o_.trunk_clip(), 1) +
                                     (o_.trunk_clip_after_warmup() ? " after the warm-up" : "")
                               : "off")
-      << ", " << threads_ << " thread(s), " << device_ << ", seed " << o_.seed()
+      << ", " << threads_ << " thread(s)"
+      << (dist_ ? ", " + std::to_string(world_size()) + " data-parallel ranks (Gloo, timeout " +
+                      fixed(o_.dist_timeout(), 0) + " s)"
+                : std::string())
+      << ", " << device_ << ", seed " << o_.seed()
       << "\n  run folder " << dir_ << "\n";
   if (o_.resume()) log << "  resuming after epoch " << start_epoch_ << "\n";
   log.flush();
@@ -371,10 +391,15 @@ void TrainLoop::log_header() const {
 
 TrainSummary TrainLoop::run() {
   progress_ = std::make_unique<ProgressBar>(
-      parse_progress_mode(o_.progress(), stderr_is_terminal()), std::cerr);
+      parse_progress_mode(writes_files() ? o_.progress() : "none", stderr_is_terminal()),
+      std::cerr);
   const int64_t stop_at = o_.stop_after_epoch() > 0 ? o_.stop_after_epoch() : epochs_;
   for (int64_t e = start_epoch_; e < std::min(epochs_, stop_at); ++e) {
     const auto epoch_start = Clock::now();
+    if (dist_) {
+      epoch_bytes_ = dist_->bytes_reduced();
+      epoch_collective_seconds_ = dist_->seconds_in_collectives();
+    }
     EpochRecord er = train_epoch(e);
     const std::vector<at::Tensor> means = posterior_means();
     method_->on_epoch_end(e);
@@ -382,12 +407,14 @@ TrainSummary TrainLoop::run() {
     er.train_seconds = seconds_since(epoch_start);
     const std::vector<at::Tensor> test_outputs = evaluate(er, means);
     const bool best = select(er, test_outputs);
-    checkpoint(e, best);
-    write_records(make_summary());
+    if (writes_files()) {
+      checkpoint(e, best);
+      write_records(make_summary());
+    }
     log_epoch(er, best);
   }
   TrainSummary summary = make_summary();
-  write_records(summary);
+  if (writes_files()) write_records(summary);
   if (log_) {
     if (!summary.completed()) {
       *log_ << "stopped after epoch " << summary.epochs_completed << " of " << epochs_
@@ -425,8 +452,14 @@ TrainLoop::EpochPlan TrainLoop::plan_epoch(int64_t e) {
   if (batchnorm_ && nb > 1 && batches[nb - 1].size(0) == 1) --nb;
   EpochPlan plan;
   for (int64_t s = 0; s < nb; ++s) {
-    plan.items += batches[s].size(0);
-    plan.batches.push_back(batches[s]);
+    const at::Tensor batch = batches[s];
+    TORCH_CHECK(batch.size(0) >= world_size(), "epoch ", e + 1, ": batch ", s + 1, " has ",
+                batch.size(0), " items, fewer than the ", world_size(),
+                " data-parallel ranks; choose --batch-size (and the training-set size) so that "
+                "every batch, the last one included, has at least one item per rank");
+    plan.items += batch.size(0);
+    plan.global_sizes.push_back(batch.size(0));
+    plan.batches.push_back(dist_ ? shard(batch) : batch);
     plan.seeds.push_back(augment_seed(o_.seed(), e, s));
   }
   return plan;
@@ -445,8 +478,8 @@ EpochRecord TrainLoop::train_epoch(int64_t e) {
   double running = 0.0;
   for (int64_t s = 0; s < nb; ++s) {
     const ModelBatch batch = loader.next();
-    const auto bsz = static_cast<double>(batch.size());
-    const StepRecord& rec = train_step(batch, e, s, nb, lr);
+    const auto bsz = static_cast<double>(plan.global_sizes[s]);
+    const StepRecord& rec = train_step(batch, plan.global_sizes[s], e, s, nb, lr);
     double total = 0.0;
     for (int64_t t = 0; t < n_tasks_; ++t) {
       loss_sum[t] += rec.losses[t] * bsz;
@@ -474,14 +507,29 @@ at::Tensor TrainLoop::all_task_losses(const std::vector<at::Tensor>& outs,
   return at::cat(parts);
 }
 
-const StepRecord& TrainLoop::train_step(const ModelBatch& batch, int64_t e, int64_t s,
-                                        int64_t nb, double lr) {
+const StepRecord& TrainLoop::train_step(const ModelBatch& batch, int64_t global_size, int64_t e,
+                                        int64_t s, int64_t nb, double lr) {
   adam_->zero_grad();
   const at::Tensor h = model_representation(*model_, batch);
   const std::vector<at::Tensor> outs = model_->head_outputs(h);
-  const at::Tensor raw_losses = all_task_losses(outs, batch.labels);
+  at::Tensor raw_losses = all_task_losses(outs, batch.labels);
   Step step;
   step.losses = single_ ? raw_losses * single_mask_ : raw_losses;
+  const double fraction =
+      static_cast<double>(batch.size()) / static_cast<double>(global_size);
+  if (dist_) {
+    // The methods see the global batch's losses (their values), and the gradients of this
+    // shard's share of them: fraction · dL_shard, summed over the ranks after the backward.
+    dist_->set_context("epoch " + std::to_string(e + 1) + ", step " + std::to_string(s + 1));
+    const at::Tensor global = global_losses(raw_losses, fraction, "losses")
+                                  .to(raw_losses.device(), raw_losses.scalar_type());
+    const at::Tensor share = step.losses * fraction;
+    step.losses = (single_ ? global * single_mask_ : global) + (share - share.detach());
+    raw_losses = global;
+    step.reduce_task_gradients = [this](const at::Tensor& g) {
+      dist_->all_reduce({g}, ReduceMode::sum, "per-task gradients");
+    };
+  }
   step.representation = h;
   step.heads = model_->heads();
   step.labels = batch.labels;
@@ -494,6 +542,7 @@ const StepRecord& TrainLoop::train_step(const ModelBatch& batch, int64_t e, int6
   rec.step = s + 1;
   rec.lr = lr;
   method_backward(step, raw_losses, rec, e, s, nb);
+  if (dist_) reduce_gradients();
   const std::vector<double> head_group_norms = clip_and_report(raw_losses, e, rec);
   rec.diagnostics = method_->diagnostics();
   check_step(rec, head_group_norms, e, s, nb);
@@ -501,8 +550,11 @@ const StepRecord& TrainLoop::train_step(const ModelBatch& batch, int64_t e, int6
   if (wants_losses_after_) {
     // The losses on the same batch after the step (FAMO's update), without autograd.
     at::NoGradGuard no_grad;
-    const at::Tensor l =
+    at::Tensor l =
         all_task_losses(model_->head_outputs(model_representation(*model_, batch)), batch.labels);
+    if (dist_) {
+      l = global_losses(l, fraction, "losses after the step").to(l.device(), l.scalar_type());
+    }
     method_->after_step(single_ ? l * single_mask_ : l);
   }
   history_.steps.push_back(std::move(rec));
@@ -599,7 +651,9 @@ void TrainLoop::fail_step(const std::string& what, StepRecord rec, int64_t e, in
                           int64_t nb) {
   history_.steps.push_back(std::move(rec));
   try {
-    write_file_atomic(path("steps.csv"), steps_csv(history_, data_.meta.task_names));
+    if (writes_files()) {
+      write_file_atomic(path("steps.csv"), steps_csv(history_, data_.meta.task_names));
+    }
   } catch (const c10::Error&) {
   }
   progress_->finish();
@@ -632,11 +686,9 @@ std::vector<at::Tensor> TrainLoop::evaluate(EpochRecord& er,
                                             const std::vector<at::Tensor>& means) {
   const Benchmark& bench = data_.meta;
   const auto eval_start = Clock::now();
-  er.val = compute_metrics(
-      bench, predict(*model_, data_.val, o_.eval_batch_size(), o_.prefetch(), device_, means),
-      data_.val->labels());
-  std::vector<at::Tensor> test_outputs =
-      predict(*model_, data_.test, o_.eval_batch_size(), o_.prefetch(), device_, means);
+  er.val = compute_metrics(bench, predict_split(data_.val, means, "validation outputs"),
+                           data_.val->labels());
+  std::vector<at::Tensor> test_outputs = predict_split(data_.test, means, "test outputs");
   er.test = compute_metrics(bench, test_outputs, data_.test->labels());
   er.score = single_ ? single_task_score(bench, er.val, o_.stl_task())
                      : selection_score(bench, er.val);
@@ -755,8 +807,105 @@ void TrainLoop::log_epoch(const EpochRecord& er, bool best) const {
     line << "  " << rule_ << " " << fixed(lower ? -er.score.primary : er.score.primary, 4);
   }
   if (best) line << "  *best";
+  if (dist_) {
+    const double mb = static_cast<double>(dist_->bytes_reduced() - epoch_bytes_) / 1e6;
+    const double share = (dist_->seconds_in_collectives() - epoch_collective_seconds_) /
+                         std::max(er.train_seconds + er.eval_seconds, 1e-9);
+    line << "  collectives " << fixed(mb, 1) << " MB, " << fixed(100.0 * share, 0)
+         << "% of the time";
+  }
   *log_ << line.str() << "\n";
   log_->flush();
+}
+
+// ==================================================================== data parallel
+
+void TrainLoop::join_process_group() {
+  if (!dist_) {
+    const std::optional<DistOptions> env = dist_options_from_env(o_.dist_timeout());
+    if (env && env->world_size() > 1) dist_ = std::make_shared<DistGroup>(*env);
+  }
+  if (dist_ && dist_->rank() != 0) log_ = nullptr;
+}
+
+void TrainLoop::check_data_parallel() const {
+  if (!dist_) return;
+  const std::set<Need> needs = method_->needs();
+  const bool reps = needs.count(Need::representation_grads) > 0;
+  const bool features = needs.count(Need::features_and_labels) > 0;
+  TORCH_CHECK(!reps && !features, "--method ", o_.method(), " is not data-parallel yet: ",
+              features ? "BayesAgg-MTL's batch posteriors need every rank's features"
+                       : "representation-level gradient methods aggregate per-example gradients",
+              "; data-parallel training runs ls, the loss weightings (si, rlw, dwa, uw, famo, "
+              "igbv2) and the gradient methods on the shared parameters (docs/distributed.md)");
+  TORCH_CHECK(device_.is_cpu(), "data-parallel training runs on cpu (Gloo); --device ",
+              o_.device(), " needs NCCL, which this LibTorch build does not have");
+  TORCH_CHECK(!batchnorm_, "data-parallel training of the ", model_->trunk_name(),
+              " trunk: its BatchNorm statistics would be per rank (no SyncBatchNorm yet), so "
+              "the run would not equal the one-process run; docs/distributed.md");
+  TORCH_CHECK(o_.batch_size() >= world_size(), "--batch-size ", o_.batch_size(),
+              " is smaller than the ", world_size(), " data-parallel ranks");
+  TORCH_CHECK(data_.val->size() >= world_size() && data_.test->size() >= world_size(),
+              "evaluation is split over the ", world_size(), " ranks but the validation and "
+              "test splits have ", data_.val->size(), " and ", data_.test->size(), " items");
+}
+
+void TrainLoop::check_resumed_world_size() const {
+  std::error_code ec;
+  int64_t recorded = 1;
+  if (fs::is_regular_file(path("config.json"), ec)) {
+    const nlohmann::json cfg = nlohmann::json::parse(read_file(path("config.json")));
+    if (cfg.contains("_world_size")) recorded = cfg["_world_size"].get<int64_t>();
+  }
+  TORCH_CHECK(recorded == world_size(), "cannot resume '", dir_, "' on ", world_size(),
+              " rank(s): it ran on ", recorded, "; resume with --nproc ", recorded,
+              " (the shards and the order of the sums depend on the number of ranks)");
+}
+
+void TrainLoop::broadcast_parameters() {
+  if (!dist_) return;
+  std::vector<at::Tensor> params = trunk_params_;
+  params.insert(params.end(), head_params_.begin(), head_params_.end());
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> data;
+  for (const auto& p : params) data.push_back(p.detach());
+  dist_->broadcast(data, "the initial parameters");
+}
+
+at::Tensor TrainLoop::shard(const at::Tensor& indices) const {
+  const int64_t n = indices.size(0), r = dist_->rank(), w = dist_->world_size();
+  const int64_t begin = n * r / w, end = n * (r + 1) / w;
+  return indices.slice(0, begin, end);
+}
+
+at::Tensor TrainLoop::global_losses(const at::Tensor& local, double fraction, const char* what) {
+  at::Tensor sum = (local.detach().to(at::kCPU, at::kDouble) * fraction).contiguous();
+  dist_->all_reduce({sum}, ReduceMode::sum, what);
+  return sum;
+}
+
+void TrainLoop::reduce_gradients() {
+  std::vector<at::Tensor> grads;
+  if (!method_reduces_trunk_) {
+    for (const auto& p : trunk_params_) grads.push_back(p.grad());
+  }
+  for (const auto& p : head_params_) grads.push_back(p.grad());
+  dist_->all_reduce(grads, ReduceMode::sum, "gradients");
+}
+
+std::vector<at::Tensor> TrainLoop::predict_split(const std::shared_ptr<const BatchSource>& split,
+                                                 const std::vector<at::Tensor>& means,
+                                                 const char* name) {
+  if (!dist_) {
+    return predict(*model_, split, o_.eval_batch_size(), o_.prefetch(), device_, means);
+  }
+  const int64_t n = split->size(), r = dist_->rank(), w = dist_->world_size();
+  std::vector<at::Tensor> outs = predict(*model_, split, o_.eval_batch_size(), o_.prefetch(),
+                                         device_, means, n * r / w, n * (r + 1) / w);
+  for (auto& out : outs) {
+    if (out.defined()) out = dist_->all_gather(out.contiguous(), name);
+  }
+  return outs;
 }
 
 }  // namespace bayesagg

@@ -5,6 +5,7 @@
 /// Private to the library: the parts are the named places where distributed training and other
 /// loops hook in.
 
+#include "bayesagg/dist/process_group.h"
 #include "bayesagg/methods/method.h"
 #include "bayesagg/models/model.h"
 #include "bayesagg/train/batch_source.h"
@@ -28,8 +29,11 @@ namespace bayesagg {
 /// One run of the trainer. Build, then `run()` once.
 class TrainLoop {
  public:
-  /// `given`: a benchmark built by the caller, else the one `options` names is built.
-  TrainLoop(TrainOptions options, const std::optional<Benchmark>& given, std::ostream* log);
+  /// `given`: a benchmark built by the caller, else the one `options` names is built. `dist`:
+  /// the process group of a data-parallel run; null = one process, or the group the torchrun
+  /// environment describes (RANK, WORLD_SIZE, ...; docs/distributed.md).
+  TrainLoop(TrainOptions options, const std::optional<Benchmark>& given, std::ostream* log,
+            std::shared_ptr<DistGroup> dist = nullptr);
   ~TrainLoop();
 
   /// Set-up, the epochs up to `epochs` or `stop_after_epoch`, the final records.
@@ -62,6 +66,8 @@ class TrainLoop {
   struct EpochPlan {
     std::vector<at::Tensor> batches;
     std::vector<uint64_t> seeds;
+    /// Items of every global batch (a rank's shard of batch s is `batches[s]`).
+    std::vector<int64_t> global_sizes;
     int64_t items = 0;
   };
   EpochPlan plan_epoch(int64_t e);
@@ -73,8 +79,8 @@ class TrainLoop {
   at::Tensor all_task_losses(const std::vector<at::Tensor>& outs, const Labels& labels) const;
   /// Forward, the method's backward, gradient norms, clipping, checks, Adam step, the method's
   /// after-step update. Returns the step's record (already appended to the history).
-  const StepRecord& train_step(const ModelBatch& batch, int64_t e, int64_t s, int64_t nb,
-                               double lr);
+  const StepRecord& train_step(const ModelBatch& batch, int64_t global_size, int64_t e,
+                               int64_t s, int64_t nb, double lr);
   /// The method's backward; a method failure is reported with the losses that caused it.
   void method_backward(Step& step, const at::Tensor& raw_losses, StepRecord& rec, int64_t e,
                        int64_t s, int64_t nb);
@@ -105,6 +111,29 @@ class TrainLoop {
   void write_records(const TrainSummary& summary) const;
   void log_epoch(const EpochRecord& er, bool best) const;
   std::string path(const char* name) const;
+
+  // ------------------------------------------------------------------ data parallel
+  /// Joins the process group the torchrun environment describes (none: one process).
+  void join_process_group();
+  int64_t world_size() const { return dist_ ? dist_->world_size() : 1; }
+  /// Rank 0 (or the only process) writes the run folder; the other ranks write nothing.
+  bool writes_files() const { return !dist_ || dist_->rank() == 0; }
+  /// Says clearly what a data-parallel run cannot do (methods, devices, too few items).
+  void check_data_parallel() const;
+  /// With `--resume`: the run must continue on as many ranks as it ran on.
+  void check_resumed_world_size() const;
+  /// Rank 0's parameters on every rank.
+  void broadcast_parameters();
+  /// This rank's part of a global batch: a contiguous slice of the global batch's indices.
+  at::Tensor shard(const at::Tensor& indices) const;
+  /// Sum over the ranks of `local` · `fraction` (the global batch means), float64 [T].
+  at::Tensor global_losses(const at::Tensor& local, double fraction, const char* what);
+  /// Sums the gradients over the ranks (each rank's are its shard's share of the global mean);
+  /// the trunk's only when the method has not summed its per-task gradients already.
+  void reduce_gradients();
+  /// Evaluation outputs: each rank predicts a contiguous slice of `split`, all ranks get all.
+  std::vector<at::Tensor> predict_split(const std::shared_ptr<const BatchSource>& split,
+                                        const std::vector<at::Tensor>& means, const char* name);
 
   // ------------------------------------------------------------------ state
   TrainOptions o_;
@@ -143,6 +172,13 @@ class TrainLoop {
   int64_t start_epoch_ = 0;
   double wall_before_ = 0.0;
   std::unique_ptr<ProgressBar> progress_;
+
+  std::shared_ptr<DistGroup> dist_;
+  /// The method sums its per-task gradients of the trunk over the ranks itself.
+  bool method_reduces_trunk_ = false;
+  /// Collective bytes and seconds at the start of the epoch (for the epoch's log line).
+  int64_t epoch_bytes_ = 0;
+  double epoch_collective_seconds_ = 0.0;
 };
 
 }  // namespace bayesagg
