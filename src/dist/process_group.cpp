@@ -2,6 +2,8 @@
 // (Debian's build has it); it includes libgloo-dev's headers.
 #include "bayesagg/dist/process_group.h"
 
+#include "bayesagg/bayes/posterior.h"
+
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -290,6 +292,21 @@ void DistGroup::barrier(const std::string& what) {
   // Gloo's barrier: an all-reduce of one element keeps the timeout handling in one place.
   std::vector<at::Tensor> one{at::zeros({1}, at::kFloat)};
   run("barrier", what, [&]() { return impl_->group->allreduce(one); });
+}
+
+void all_reduce_statistics(DistGroup& group, std::vector<PosteriorStats>& stats) {
+  std::vector<at::Tensor> parts;
+  at::Tensor counts = at::empty({static_cast<int64_t>(stats.size())}, at::kLong);
+  for (size_t g = 0; g < stats.size(); ++g) {
+    parts.push_back(stats[g].curvature);
+    parts.push_back(stats[g].rhs);
+    counts[static_cast<int64_t>(g)] = stats[g].count;
+  }
+  parts.push_back(counts);
+  group.all_reduce(parts, ReduceMode::sum, "BayesAgg-MTL's posterior statistics");
+  for (size_t g = 0; g < stats.size(); ++g) {
+    stats[g].count = counts[static_cast<int64_t>(g)].item<int64_t>();
+  }
 }
 
 }  // namespace bayesagg

@@ -19,6 +19,8 @@
 
 namespace bayesagg {
 
+struct PosteriorStats;
+
 /// One rank's place in a data-parallel run.
 struct DistOptions {
   /// Throws naming the bad value.
@@ -118,6 +120,12 @@ class DistGroup {
   int64_t bytes_ = 0;
   double seconds_ = 0.0;
 };
+
+/// Sums BayesAgg-MTL's additive posterior statistics (curvature, right-hand side and count of
+/// every group) over the ranks in place: the reducer `BayesAgg::set_statistics_reducer` takes
+/// (`[&group](auto& stats) { all_reduce_statistics(group, stats); }`). Statistics must have the
+/// same layout on every rank.
+void all_reduce_statistics(DistGroup& group, std::vector<PosteriorStats>& stats);
 
 /// Flattens `tensors` (same dtype and device) into one contiguous 1-D buffer.
 at::Tensor flatten_tensors(const std::vector<at::Tensor>& tensors);
