@@ -126,7 +126,8 @@ Command add_compare(CLI::App& app) {
                                   "flags override it")
                       ->type_name("FILE");
   a->flags = std::make_unique<SettingFlags>(
-      sub, std::set<std::string>{"method", "stl-task", "seed", "out", "overwrite"});
+      sub, std::set<std::string>{"method", "stl-task", "seed", "out", "overwrite", "nproc",
+                                 "dist-timeout"});
   sub->footer("Every other option is a training setting of `bayesagg train` (same defaults). "
               "Without stl in --methods, Δm uses --stl-baseline FILE, or the stored baselines "
               "under the default protocol. Run the same command again to continue a stopped "

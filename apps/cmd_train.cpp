@@ -10,6 +10,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -26,7 +27,7 @@ constexpr int64_t kQuickEpochs = 3;
 /// Settings a resumed run may change (they do not alter its numbers, except threads).
 bool resume_may_change(const std::string& key) {
   return key == "threads" || key == "progress" || key == "data-dir" || key == "device" ||
-         key == "prefetch";
+         key == "prefetch" || key == "nproc" || key == "dist-timeout";
 }
 
 }  // namespace
@@ -100,6 +101,13 @@ Command add_train(CLI::App& app) {
                   << " epochs (`bayesagg train --help` lists the options; the spec's protocol "
                      "is --epochs 10)\n";
       }
+    }
+    // --nproc N: this command again as N ranks; a process with the torchrun environment is
+    // one rank of a run (docs/distributed.md).
+    if (o.nproc() > 1 && !std::getenv("RANK")) {
+      TORCH_CHECK(o.method() != "stl", "--method stl runs one task after the other; it is not "
+                  "data-parallel (drop --nproc)");
+      return launch_local_ranks(o.nproc(), o.dist_timeout());
     }
     if (o.method() == "stl") {
       TORCH_CHECK(a->resume_opt->count() == 0, "--method stl is not resumed with --resume: run "

@@ -20,6 +20,11 @@ Command add_train(CLI::App& app);
 Command add_toy(CLI::App& app);
 Command add_compare(CLI::App& app);
 
+/// Starts `nproc` data-parallel ranks of this command on this machine (the same arguments, with
+/// the torchrun environment; the c10d store is hosted here) and waits for them: 0 when every
+/// rank succeeded, else the first failing rank's exit status.
+int launch_local_ranks(int64_t nproc, double timeout);
+
 /// Sets LibTorch's intra-op threads (0 = all cores) and returns the number used.
 int set_threads(int64_t threads);
 

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ccache pkg-config
   libtorch-dev libopenblas0-openmp          # LibTorch 1.13 (CPU) on OpenBLAS with OpenMP threads
+  libgloo-dev                                # c10d ProcessGroupGloo (data-parallel training)
   nlohmann-json3-dev libcli11-dev zlib1g-dev
   libgtest-dev libbenchmark-dev
   dataset-fashion-mnist                      # the embedded benchmarks' data

@@ -259,11 +259,15 @@ void GradientMethod::backward(Step& step) {
                   " tasks, got ", T);
       weights = reuse;
       const at::Tensor obj = (reuse.to(objectives.device(), objectives.scalar_type()) * objectives).sum();
-      direction = aggregator_->finish(flatten_double(grads_of(obj, params, true)));
+      const at::Tensor g = flatten_double(grads_of(obj, params, true));
+      if (step.reduce_task_gradients) step.reduce_task_gradients(g);
+      direction = aggregator_->finish(g);
     } else {
       std::vector<at::Tensor> rows;
       for (int64_t t = 0; t < T; ++t) rows.push_back(flatten_double(grads_of(objectives[t], params, true)));
-      const GradientAggregate agg = aggregator_->aggregate(at::stack(rows), {});
+      const at::Tensor G = at::stack(rows);
+      if (step.reduce_task_gradients) step.reduce_task_gradients(G);
+      const GradientAggregate agg = aggregator_->aggregate(G, {});
       weights = agg.weights;
       direction = agg.direction;
     }

@@ -153,6 +153,10 @@ void TrainOptions::validate() const {
               "--lr-schedule must be auto, multistep or plateau, got '", excerpt(lr_schedule()),
               "'");
   TORCH_CHECK(prefetch() >= 0, "--prefetch must be >= 0 (0 = off), got ", prefetch());
+  TORCH_CHECK(nproc() >= 1 && nproc() <= 1024, "--nproc must be 1 to 1024, got ", nproc());
+  TORCH_CHECK(dist_timeout() > 0 && dist_timeout() <= 86400,
+              "--dist-timeout must be more than 0 and at most 86400 seconds, got ",
+              dist_timeout());
   TORCH_CHECK(train_subset() == 0 || !is_paper_benchmark(benchmark()),
               "--train-subset is for the embedded benchmarks; give a paper benchmark a smaller "
               "data folder instead");
@@ -289,8 +293,8 @@ bool is_default_protocol(const TrainOptions& o) {
 namespace {
 
 /// The settings that do not change a run's numbers (they may differ when resuming).
-const char* const kRunFree[] = {"threads", "progress", "overwrite", "out",
-                                "data-dir", "device",   "prefetch"};
+const char* const kRunFree[] = {"threads", "progress", "overwrite", "out",  "data-dir",
+                                "device",  "prefetch", "nproc",     "dist-timeout"};
 
 /// The settings of a config.json text that change a run's numbers, in the file's order.
 nlohmann::ordered_json comparable_config(const std::string& text) {
@@ -460,6 +464,12 @@ const std::vector<SettingInfo>& train_settings() {
       {"progress", "MODE",
        "auto (a live bar on a terminal, periodic lines otherwise), bar, lines or none"},
       {"overwrite", "BOOL", "Start over in a run folder that holds a run (finished or not)"},
+      {"nproc", "N",
+       "Data-parallel training: start N ranks on this machine (one process each, same global "
+       "batch; docs/distributed.md); 1 = one process (default: 1)"},
+      {"dist-timeout", "X",
+       "Data-parallel training: seconds a collective may wait for the other ranks before the run "
+       "stops naming the lost rank (default: 300)"},
   };
   return settings;
 }
@@ -607,6 +617,10 @@ void apply_setting(TrainOptions& o, const std::string& key, const std::string& v
     o.progress(v);
   } else if (key == "overwrite") {
     o.overwrite(parse_bool(key, v));
+  } else if (key == "nproc") {
+    o.nproc(parse_int(key, v));
+  } else if (key == "dist-timeout") {
+    o.dist_timeout(parse_double(key, v));
   } else {
     std::vector<std::string> keys;
     for (const auto& s : train_settings()) keys.push_back(s.key);
@@ -685,6 +699,8 @@ std::string raw_setting_value(const TrainOptions& o, const std::string& key) {
   if (key == "representation-dim") return std::to_string(o.resolved_representation_dim());
   if (key == "progress") return o.progress();
   if (key == "overwrite") return o.overwrite() ? "true" : "false";
+  if (key == "nproc") return std::to_string(o.nproc());
+  if (key == "dist-timeout") return num(o.dist_timeout());
   TORCH_CHECK(false, "unknown setting '", key, "'");
 }
 

@@ -11,6 +11,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -42,6 +43,10 @@ struct Step {
   std::vector<at::Tensor> shared_parameters;
   int64_t epoch = 0;
   int64_t step = 0;
+  /// Data-parallel training: sums a tensor of per-task gradients over the ranks, in place (each
+  /// rank's `losses` carry its shard's share of the global batch's gradients). Unset in a
+  /// one-process run. Methods with `Need::shared_grads` call it before they aggregate.
+  std::function<void(const at::Tensor&)> reduce_task_gradients;
 };
 
 /// The interface of every multi-task method (LS, BayesAgg-MTL, ...).

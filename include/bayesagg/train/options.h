@@ -106,6 +106,13 @@ struct TrainOptions {
   TORCH_ARG(std::string, progress) = "auto";
   /// Start over in a folder that holds an unfinished run.
   TORCH_ARG(bool, overwrite) = false;
+  /// Data-parallel ranks the CLI starts on this machine (`bayesagg train --nproc N`); 1 = one
+  /// process. A process started with the torchrun environment (RANK, WORLD_SIZE, ...) is one
+  /// rank whatever this says (docs/distributed.md).
+  TORCH_ARG(int64_t, nproc) = 1;
+  /// Data-parallel runs: seconds every collective (and the start-up) may take before the run
+  /// stops naming the rank that stopped answering.
+  TORCH_ARG(double, dist_timeout) = 300.0;
   /// Continue the run in `out` from its checkpoint (set by `--resume DIR`).
   TORCH_ARG(bool, resume) = false;
   /// Stop (as if interrupted) after this many completed epochs; 0 = never. For tests; not a
@@ -165,7 +172,7 @@ std::string method_spec_folder(const std::string& text);
 
 /// The first setting (a registry key) whose value differs between two config.json texts,
 /// ignoring the settings that do not change a run's numbers (threads, progress, overwrite, out,
-/// data-dir, device) and `_`-prefixed entries; empty when they agree. A setting absent from the
+/// data-dir, device, prefetch, nproc, dist-timeout) and `_`-prefixed entries; empty when they agree. A setting absent from the
 /// first (older) config counts as equal when the second has its default there (a setting added
 /// since keeps old runs comparable); otherwise an absent setting counts as different.
 std::string first_setting_difference(const std::string& config_a, const std::string& config_b);

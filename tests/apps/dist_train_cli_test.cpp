@@ -1,0 +1,209 @@
+// Data-parallel `bayesagg train --nproc 2` (two ranks on 127.0.0.1, c10d Gloo) against the
+// one-process run with the same global batch: final parameters, records written once, a rank
+// killed mid-epoch, and resuming the two-rank run (docs/distributed.md).
+#include "cli_util.h"
+#include "test_util.h"
+
+#include "bayesagg/models/model.h"
+#include "bayesagg/train/batch_source.h"
+#include "bayesagg/train/checkpoint.h"
+#include "bayesagg/train/options.h"
+#include "bayesagg/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <sstream>
+#include <thread>
+
+namespace {
+
+using bayesagg::testing::contains;
+using bayesagg::testing::run_cli;
+using bayesagg::testing::TempDir;
+
+std::string read(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+size_t count_lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
+
+/// The model of a run of `benchmark` (with `train_subset` items), with `file`'s parameters (or
+/// the initial ones when `file` is empty); trunk parameters, then head parameters.
+std::vector<at::Tensor> parameters(const std::string& benchmark, int64_t train_subset,
+                                   const std::string& file) {
+  const bayesagg::TrainOptions o =
+      bayesagg::TrainOptions().benchmark(benchmark).train_subset(train_subset);
+  const bayesagg::TrainData data = bayesagg::make_train_data(*bayesagg::make_embedded_benchmark(o));
+  bayesagg::MultiTaskModel model(data.input_shape, data.meta.groups,
+                                 bayesagg::ModelOptions()
+                                     .trunk(o.resolved_trunk())
+                                     .representation_dim(o.resolved_representation_dim())
+                                     .seed(bayesagg::derive_seed(o.seed(), 1)));
+  if (!file.empty()) bayesagg::load_model(file, model);
+  std::vector<at::Tensor> p = model.trunk_parameters();
+  for (const auto& h : model.head_parameters()) p.push_back(h);
+  for (auto& t : p) t = t.detach().to(at::kDouble).clone();
+  return p;
+}
+
+/// max over tensors of ||a - b|| / ||b||.
+double relative_difference(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    const double d = (a[i] - b[i]).norm().item<double>() / (b[i].norm().item<double>() + 1e-12);
+    worst = std::max(worst, d);
+  }
+  return worst;
+}
+
+struct RunSpec {
+  std::string benchmark;
+  std::string method;
+  int64_t train_subset;
+  int64_t epochs = 2;
+  int64_t batch_size = 64;
+};
+
+std::string train_args(const RunSpec& r, const std::string& out) {
+  return "train --benchmark " + r.benchmark + " --method " + r.method + " --train-subset " +
+         std::to_string(r.train_subset) + " --epochs " + std::to_string(r.epochs) +
+         " --batch-size " + std::to_string(r.batch_size) +
+         " --threads 1 --seed 3 --progress none --out " + out;
+}
+
+/// Trains `r` on one process and on two ranks; the final parameters agree within 1e-5
+/// relative, the training moved them, and the two-rank run wrote each record once.
+void expect_two_ranks_equal_one(const RunSpec& r) {
+  TempDir dir("bayesagg_dist_cli_");
+  const std::string one = dir.file("one"), two = dir.file("two");
+  const auto a = run_cli(train_args(r, one) + " > " + dir.file("one.log"));
+  ASSERT_EQ(a.status, 0) << a.err;
+  const auto b = run_cli(train_args(r, two) + " --nproc 2 > " + dir.file("two.log"));
+  ASSERT_EQ(b.status, 0) << b.err;
+  const auto p1 = parameters(r.benchmark, r.train_subset, one + "/checkpoint.pt");
+  const auto p2 = parameters(r.benchmark, r.train_subset, two + "/checkpoint.pt");
+  const auto p0 = parameters(r.benchmark, r.train_subset, "");
+  EXPECT_LT(relative_difference(p2, p1), 1e-5) << r.method << " on " << r.benchmark;
+  EXPECT_GT(relative_difference(p0, p1), 1e-3) << "the run did not train";
+  // One writer: each step and each metric once, the log once (rank 0's).
+  const std::string steps1 = read(one + "/steps.csv"), steps2 = read(two + "/steps.csv");
+  EXPECT_EQ(count_lines(steps2), count_lines(steps1));
+  EXPECT_EQ(count_lines(read(two + "/metrics.csv")), count_lines(read(one + "/metrics.csv")));
+  const std::string log = read(dir.file("two.log"));
+  EXPECT_TRUE(contains(log, "2 data-parallel ranks")) << log;
+  EXPECT_EQ(log.find("epoch 2/2"), log.rfind("epoch 2/2")) << log;
+  EXPECT_TRUE(contains(read(two + "/config.json"), "\"_world_size\": 2"));
+}
+
+TEST(DistTrainCli, LinearScalarisationOnSyntheticRegression) {
+  expect_two_ranks_equal_one({"synthetic-regression", "ls", 300});
+}
+
+TEST(DistTrainCli, FamoOnSyntheticRegression) {
+  expect_two_ranks_equal_one({"synthetic-regression", "famo", 300});
+}
+
+TEST(DistTrainCli, NashMtlOnSyntheticRegression) {
+  expect_two_ranks_equal_one({"synthetic-regression", "nashmtl", 300});
+}
+
+TEST(DistTrainCli, LinearScalarisationAndNashMtlOnFashionBinary) {
+  expect_two_ranks_equal_one({"fashion-binary", "ls", 256});
+  expect_two_ranks_equal_one({"fashion-binary", "nashmtl", 256});
+}
+
+TEST(DistTrainCli, BayesAggSaysItIsNotDataParallelYet) {
+  TempDir dir("bayesagg_dist_cli_");
+  const auto r = run_cli(train_args({"synthetic-regression", "bayesagg", 300},
+                                    dir.file("run")) +
+                         " --nproc 2 > /dev/null");
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(contains(r.err, "--method bayesagg is not data-parallel yet")) << r.err;
+  EXPECT_TRUE(contains(r.err, "rank 1 of 2 exited")) << r.err;
+}
+
+/// The pid of the child of `parent` whose environment has RANK=`rank` (0 when none).
+pid_t rank_process(pid_t parent, int rank) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::istringstream stat(read(entry.path().string() + "/stat"));
+    std::string pid, comm, state;
+    pid_t ppid = 0;
+    stat >> pid >> comm >> state >> ppid;
+    if (ppid != parent) continue;
+    const std::string env = read(entry.path().string() + "/environ");
+    if (contains(env, std::string("\0RANK=", 6) + std::to_string(rank) + '\0')) {
+      return static_cast<pid_t>(std::stol(name));
+    }
+  }
+  return 0;
+}
+
+TEST(DistTrainCli, AKilledRankStopsTheOtherNamingItAndTheRunResumes) {
+  TempDir dir("bayesagg_dist_cli_");
+  // Long enough epochs (4000 items, batch 8) that the kill lands in the second epoch.
+  const RunSpec spec{"synthetic-regression", "ls", 4000, 3, 8};
+  const std::string run = dir.file("run"), whole = dir.file("whole");
+  const std::string args = train_args(spec, run) + " --nproc 2 --dist-timeout 20";
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t launcher = fork();
+  ASSERT_GE(launcher, 0);
+  if (launcher == 0) {
+    const std::string cmd = "exec " + std::string(BAYESAGG_CLI) + " " + args + " > " +
+                            dir.file("run.log") + " 2> " + dir.file("run.err");
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // After the first epoch's checkpoint: kill rank 1.
+  const std::string ckpt = run + "/checkpoint.pt";
+  while (!std::filesystem::exists(ckpt) &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(120)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(std::filesystem::exists(ckpt)) << read(dir.file("run.err"));
+  const pid_t rank1 = rank_process(launcher, 1);
+  ASSERT_GT(rank1, 0);
+  const auto killed = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(rank1, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(launcher, &status, 0), launcher);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  EXPECT_LT(seconds, 20.0 + 5.0);
+  const std::string err = read(dir.file("run.err"));
+  EXPECT_TRUE(contains(err, "rank 0 of 2: the all-reduce")) << err;
+  EXPECT_TRUE(contains(err, "lost rank 1")) << err;
+  EXPECT_TRUE(contains(err, "epoch 2, step")) << err;
+  EXPECT_TRUE(contains(err, "rank 1 of 2 exited with status 137")) << err;
+  // The checkpoint of epoch 1 loads; the records stop at epoch 1.
+  EXPECT_NO_THROW(parameters(spec.benchmark, spec.train_subset, ckpt));
+  EXPECT_FALSE(contains(read(run + "/metrics.csv"), "\n2,"));
+  // Another number of ranks is refused.
+  const auto other = run_cli("train --resume " + run + " --nproc 1 > /dev/null");
+  EXPECT_NE(other.status, 0);
+  EXPECT_TRUE(contains(other.err, "on 1 rank(s): it ran on 2; resume with --nproc 2"))
+      << other.err;
+
+  // Resumed (on the 2 ranks its config.json records), it ends as an uninterrupted run.
+  const auto resumed = run_cli("train --resume " + run + " > " + dir.file("resume.log"));
+  ASSERT_EQ(resumed.status, 0) << resumed.err;
+  EXPECT_TRUE(contains(read(dir.file("resume.log")), "resuming after epoch 1"));
+  const auto uninterrupted = run_cli(train_args(spec, whole) + " --nproc 2 > /dev/null");
+  ASSERT_EQ(uninterrupted.status, 0) << uninterrupted.err;
+  EXPECT_LT(relative_difference(parameters(spec.benchmark, spec.train_subset, ckpt),
+                                parameters(spec.benchmark, spec.train_subset,
+                                           whole + "/checkpoint.pt")),
+            1e-12);
+}
+
+}  // namespace
