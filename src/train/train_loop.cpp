@@ -3,6 +3,7 @@
 #include "bayesagg/core/files.h"
 #include "bayesagg/core/losses.h"
 #include "bayesagg/core/runtime.h"
+#include "bayesagg/core/text.h"
 #include "bayesagg/data/embedded.h"
 #include "bayesagg/data/paper/chestx14.h"
 #include "bayesagg/data/paper/cifar_mtl.h"
@@ -331,9 +332,10 @@ void TrainLoop::restore_checkpoint() {
     if (!key.empty()) {
       const nlohmann::json was = nlohmann::json::parse(st.config_json);
       const nlohmann::json now = nlohmann::json::parse(config_);
-      TORCH_CHECK(false, "cannot resume '", dir_, "': setting '", key, "' was ",
-                  was.contains(key) ? was[key].dump() : "absent", " in the checkpoint and is ",
-                  now.contains(key) ? now[key].dump() : "absent", " now");
+      TORCH_CHECK(false, "cannot resume '", dir_, "': setting '", excerpt(key), "' was ",
+                  was.contains(key) ? excerpt(was[key].dump()) : "absent",
+                  " in the checkpoint and is ", now.contains(key) ? excerpt(now[key].dump()) : "absent",
+                  " now");
     }
     TORCH_CHECK(st.schedule.milestones == schedule_.milestones, "cannot resume '", dir_,
                 "': the checkpoint's learning-rate milestones differ");
