@@ -79,10 +79,21 @@ at::Tensor aggregate(const std::vector<at::Tensor>& means,
 }
 
 at::Tensor aggregate_task_precision(const std::vector<at::Tensor>& means,
-                                    const std::vector<at::Tensor>& tempered_vars) {
+                                    const std::vector<at::Tensor>& tempered_vars,
+                                    const TensorReducer& reducer) {
   check_pairs(means, tempered_vars);
   const at::Tensor mu = at::cat(means, 1);                                  // [B, T, d]
-  const at::Tensor prec = at::cat(tempered_vars, 1).mean(at::IntArrayRef{0, 2}).reciprocal();  // [T]
+  const at::Tensor v = at::cat(tempered_vars, 1);
+  at::Tensor prec;
+  if (reducer) {
+    // The whole batch's mean: sum over the shards' sums and element counts.
+    at::Tensor sums = v.sum(at::IntArrayRef{0, 2}).to(at::kDouble).contiguous();  // [T]
+    at::Tensor count = at::full({1}, static_cast<double>(v.size(0) * v.size(2)), at::kDouble);
+    reducer({sums, count}, "BayesAgg-MTL's per-task variance sums");
+    prec = (count / sums).to(v.scalar_type());
+  } else {
+    prec = v.mean(at::IntArrayRef{0, 2}).reciprocal();  // [T]
+  }
   const at::Tensor w = (prec / prec.sum()).view({1, -1, 1});
   return (mu * w).sum(1) / static_cast<double>(mu.size(0));
 }

@@ -306,13 +306,27 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
   }
   Aggregation out;
   out.groups.resize(groups_.size());
+  // 1. The batch statistics (with a reducer: the whole batch's, summed over the shards).
+  for_each_group(groups_, dim_, [&](size_t g) {
+    at::NoGradGuard guard;
+    out.groups[g].batch_stats = posterior_stats(groups_[g], h, labels[g],
+                                                head_parameters(groups_[g], heads[g]),
+                                                options_.chunk_rows());
+  });
+  out.batch_size = h.size(0);
+  if (tensor_reducer_) {
+    std::vector<PosteriorStats> batch;
+    for (const auto& ga : out.groups) batch.push_back(ga.batch_stats);
+    reduce_statistics(batch, out.batch_size, "BayesAgg-MTL's batch statistics");
+    for (size_t g = 0; g < groups_.size(); ++g) out.groups[g].batch_stats = batch[g];
+  }
+  // 2. Per group: the batch posterior and the (local, per-example) gradient moments.
   std::vector<double> moment_jitter(groups_.size(), 0.0), shift(groups_.size(), 0.0);
   for_each_group(groups_, dim_, [&](size_t g) {
     at::NoGradGuard guard;
     const TaskGroup& group = groups_[g];
     const at::Tensor phi = head_parameters(group, heads[g]);
     GroupAggregation& ga = out.groups[g];
-    ga.batch_stats = posterior_stats(group, h, labels[g], phi, options_.chunk_rows());
     if (running) {
       // The batch's prior: N(0, gamma I) with the running statistics, which exclude the batch.
       PosteriorStats all;
@@ -357,8 +371,14 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
   }
   switch (options_.weighting()) {
     case Weighting::precision: out.dL_dh = bayesagg::aggregate(means, vars); break;
-    case Weighting::task: out.dL_dh = aggregate_task_precision(means, vars); break;
+    case Weighting::task:
+      out.dL_dh = aggregate_task_precision(means, vars, tensor_reducer_);
+      break;
     case Weighting::snr: out.dL_dh = aggregate_snr(means, raw); break;
+  }
+  // Divided by the local rows above; the processes' shares sum to the whole batch's gradient.
+  if (out.batch_size != h.size(0)) {
+    out.dL_dh.mul_(static_cast<double>(h.size(0)) / static_cast<double>(out.batch_size));
   }
   if (options_.scale() == GradientScale::sum) {
     int64_t tasks = 0;
@@ -382,19 +402,70 @@ void BayesAgg::start_epoch_posteriors(const std::vector<Head>& heads) {
     full_ = full_data_posteriors(running_, heads);
   } else {
     auto st = statistics(previous_.features(), previous_.labels(), heads);
-    if (reducer_) reducer_(st);
+    if (reducer_) {
+      reducer_(st);
+    } else if (tensor_reducer_) {
+      int64_t rows = previous_.size();
+      reduce_statistics(st, rows, "BayesAgg-MTL's full-data statistics");
+    }
     full_ = full_data_posteriors(st, heads, previous_.features(), previous_.labels());
     if (running) running_ = st;
   }
+  estimate_noise(heads);
+}
+
+void BayesAgg::estimate_noise(const std::vector<Head>& heads) {
   noise_.assign(groups_.size(), at::Tensor());
   stats_.noise.assign(groups_.size(), 1.0);
   if (options_.noise() == ObservationNoise::fixed || previous_.size() == 0) return;
   const Labels labels = previous_.labels();
-  for (size_t g = 0; g < groups_.size(); ++g) {
-    noise_[g] = task_noise(groups_[g], previous_.features(), labels[g], heads[g]);
+  if (tensor_reducer_) {
+    // The whole epoch's mean losses: the shards' sums and counts, summed, then floored.
+    constexpr double kNoiseFloor = 1e-4;  // task_noise's default
+    const auto rows = static_cast<double>(previous_.size());
+    std::vector<at::Tensor> sums;
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      sums.push_back(
+          (task_noise(groups_[g], previous_.features(), labels[g], heads[g], 1e-300) * rows)
+              .contiguous());
+    }
+    at::Tensor count = at::full({1}, rows, at::kDouble);
+    sums.push_back(count);
+    tensor_reducer_(sums, "BayesAgg-MTL's noise estimates");
+    const double total = count.item<double>();
+    for (size_t g = 0; g < groups_.size(); ++g) noise_[g] = (sums[g] / total).clamp_min(kNoiseFloor);
+  } else {
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      noise_[g] = task_noise(groups_[g], previous_.features(), labels[g], heads[g]);
+    }
   }
   if (options_.noise() == ObservationNoise::normalised) noise_ = normalise_per_loss(groups_, noise_);
   for (size_t g = 0; g < groups_.size(); ++g) stats_.noise[g] = noise_[g].mean().item<double>();
+}
+
+void BayesAgg::set_reducer(TensorReducer reducer) {
+  TORCH_CHECK(!reducer || options_.centre() != PosteriorCentre::mode,
+              "BayesAgg: centre = mode iterates on the data itself and is not data-parallel; "
+              "use centre = newton or head with a reducer (several processes)");
+  tensor_reducer_ = std::move(reducer);
+}
+
+void BayesAgg::reduce_statistics(std::vector<PosteriorStats>& stats, int64_t& rows,
+                                 const char* what) const {
+  std::vector<at::Tensor> parts;
+  at::Tensor counts = at::empty({static_cast<int64_t>(stats.size()) + 1}, at::kLong);
+  for (size_t g = 0; g < stats.size(); ++g) {
+    parts.push_back(stats[g].curvature);
+    parts.push_back(stats[g].rhs);
+    counts[static_cast<int64_t>(g)] = stats[g].count;
+  }
+  counts[static_cast<int64_t>(stats.size())] = rows;
+  parts.push_back(counts);
+  tensor_reducer_(parts, what);
+  for (size_t g = 0; g < stats.size(); ++g) {
+    stats[g].count = counts[static_cast<int64_t>(g)].item<int64_t>();
+  }
+  rows = counts[static_cast<int64_t>(stats.size())].item<int64_t>();
 }
 
 void BayesAgg::update_running(const Aggregation& aggregation, int64_t batch) {
@@ -468,7 +539,7 @@ at::Tensor BayesAgg::backward(const at::Tensor& losses, const std::vector<Head>&
   if (full_.empty()) start_epoch_posteriors(heads);
   // 3. The trunk: dL/dh.
   const Aggregation agg = aggregate(full_, h, labels, heads);
-  update_running(agg, h.size(0));
+  update_running(agg, agg.batch_size);
   const at::Tensor dl_dh = agg.dL_dh.to(representation.dtype());
   representation.backward(dl_dh);
   {

@@ -309,12 +309,28 @@ void TrainLoop::build_model_and_method() {
   MethodConfig mc;
   mc.bayesagg = o_.bayesagg();
   mc.bayesagg.seed(derive_seed(o_.seed(), 3));
+  // Data-parallel: every rank draws its own Monte-Carlo stream (rank 0 the one-process one).
+  if (dist_ && dist_->rank() > 0) {
+    mc.bayesagg.seed(derive_seed(mc.bayesagg.seed(), static_cast<uint64_t>(dist_->rank())));
+  }
   mc.ls_epochs = o_.ls_epochs();
   mc.weighting = o_.weighting();
   mc.gradient = o_.gradient();
   mc.seed = derive_seed(o_.seed(), 4);
   method_ = make_method(o_.method(), bench.groups, model_->representation_dim(), mc);
   method_->reserve(data_.train->size());
+  if (auto* bayes = dynamic_cast<BayesAggMethod*>(method_.get()); bayes && dist_) {
+    TORCH_CHECK(bayes->aggregator().options().centre() != PosteriorCentre::mode,
+                "--method ", o_.method(), " with --posterior mode is not data-parallel: the "
+                "mode's Newton iterations run on the data itself; use newton or head with several "
+                "ranks (docs/distributed.md)");
+    TORCH_CHECK(!o_.resume(), "--resume of a data-parallel ", o_.method(), " run is not "
+                "supported yet: BayesAgg-MTL's checkpoint holds rank 0's shard of the epoch's "
+                "features only (docs/distributed.md)");
+    bayes->aggregator().set_reducer([this](const std::vector<at::Tensor>& t, const char* what) {
+      dist_->all_reduce(t, ReduceMode::sum, what);
+    });
+  }
   wants_losses_after_ = method_->needs().count(Need::losses_after_step) > 0;
   posterior_eval_ = o_.resolved_eval_regression() == "posterior" &&
                     dynamic_cast<BayesAggMethod*>(method_.get());
@@ -835,11 +851,12 @@ void TrainLoop::check_data_parallel() const {
   const std::set<Need> needs = method_->needs();
   const bool reps = needs.count(Need::representation_grads) > 0;
   const bool features = needs.count(Need::features_and_labels) > 0;
-  TORCH_CHECK(!reps && !features, "--method ", o_.method(), " is not data-parallel yet: ",
-              features ? "BayesAgg-MTL's batch posteriors need every rank's features"
-                       : "representation-level gradient methods aggregate per-example gradients",
-              "; data-parallel training runs ls, the loss weightings (si, rlw, dwa, uw, famo, "
-              "igbv2) and the gradient methods on the shared parameters (docs/distributed.md)");
+  const bool bayes = dynamic_cast<const BayesAggMethod*>(method_.get()) != nullptr;
+  TORCH_CHECK(!reps && (!features || bayes), "--method ", o_.method(), " is not data-parallel "
+              "yet: representation-level gradient methods aggregate per-example gradients of "
+              "the whole batch; data-parallel training runs ls, bayesagg, bayesagg-reference, the "
+              "loss weightings (si, rlw, dwa, uw, famo, igbv2) and the gradient methods on the "
+              "shared parameters (docs/distributed.md)");
   TORCH_CHECK(device_.is_cpu(), "data-parallel training runs on cpu (Gloo); --device ",
               o_.device(), " needs NCCL, which this LibTorch build does not have");
   TORCH_CHECK(!batchnorm_, "data-parallel training of the ", model_->trunk_name(),

@@ -70,13 +70,16 @@ struct RunSpec {
   int64_t train_subset;
   int64_t epochs = 2;
   int64_t batch_size = 64;
+  /// More options (e.g. BayesAgg-MTL's settings).
+  std::string extra = "";
 };
 
 std::string train_args(const RunSpec& r, const std::string& out) {
   return "train --benchmark " + r.benchmark + " --method " + r.method + " --train-subset " +
          std::to_string(r.train_subset) + " --epochs " + std::to_string(r.epochs) +
          " --batch-size " + std::to_string(r.batch_size) +
-         " --threads 1 --seed 3 --progress none --out " + out;
+         " --threads 1 --seed 3 --progress none --out " + out + (r.extra.empty() ? "" : " ") +
+         r.extra;
 }
 
 /// Trains `r` on one process and on two ranks; the final parameters agree within 1e-5
@@ -120,14 +123,37 @@ TEST(DistTrainCli, LinearScalarisationAndNashMtlOnFashionBinary) {
   expect_two_ranks_equal_one({"fashion-binary", "nashmtl", 256});
 }
 
-TEST(DistTrainCli, BayesAggSaysItIsNotDataParallelYet) {
+// BayesAgg-MTL with one linear-scalarisation warm-up epoch, then two aggregating epochs: the
+// batch and full-data statistics, the noise estimates and the task weights are all-reduced.
+TEST(DistTrainCli, BayesAggOnSyntheticRegression) {
+  expect_two_ranks_equal_one({"synthetic-regression", "bayesagg", 300, 3});
+}
+
+TEST(DistTrainCli, BayesAggWithRunningStatisticsOnSyntheticRegression) {
+  expect_two_ranks_equal_one(
+      {"synthetic-regression", "bayesagg", 300, 3, 64, "--refresh running --noise normalised"});
+}
+
+TEST(DistTrainCli, BayesAggAndTheReferenceOnFashionBinary) {
+  expect_two_ranks_equal_one({"fashion-binary", "bayesagg", 256, 3});
+  expect_two_ranks_equal_one({"fashion-binary", "bayesagg-reference", 256, 3});
+}
+
+TEST(DistTrainCli, BayesAggWithThePosteriorModeIsRefused) {
   TempDir dir("bayesagg_dist_cli_");
-  const auto r = run_cli(train_args({"synthetic-regression", "bayesagg", 300},
-                                    dir.file("run")) +
+  const auto r = run_cli(train_args({"fashion-binary", "bayesagg", 256}, dir.file("run")) +
+                         " --posterior mode --nproc 2 > /dev/null");
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(contains(r.err, "--posterior mode is not data-parallel")) << r.err;
+  EXPECT_TRUE(contains(r.err, "rank 1 of 2 exited")) << r.err;
+}
+
+TEST(DistTrainCli, RepresentationLevelMethodsAreRefused) {
+  TempDir dir("bayesagg_dist_cli_");
+  const auto r = run_cli(train_args({"synthetic-regression", "mgdaub", 300}, dir.file("run")) +
                          " --nproc 2 > /dev/null");
   EXPECT_NE(r.status, 0);
-  EXPECT_TRUE(contains(r.err, "--method bayesagg is not data-parallel yet")) << r.err;
-  EXPECT_TRUE(contains(r.err, "rank 1 of 2 exited")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--method mgdaub is not data-parallel yet")) << r.err;
 }
 
 /// The pid of the child of `parent` whose environment has RANK=`rank` (0 when none).

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <functional>
 #include <vector>
 
 namespace bayesagg {
@@ -57,10 +58,18 @@ at::Tensor aggregation_weights(const std::vector<at::Tensor>& tempered_vars);
 at::Tensor aggregate(const std::vector<at::Tensor>& means,
                      const std::vector<at::Tensor>& tempered_vars);
 
+/// Sums tensors in place over the processes of a data-parallel run (every process then holds the
+/// sums); `what` names the values in errors. Every process must call it in the same order.
+using TensorReducer =
+    std::function<void(const std::vector<at::Tensor>& tensors, const char* what)>;
+
 /// dL/dh [B, d] with one weight per task: w_t = (1 / mean_{i,j} v_t) / sum_u (1 / mean_{i,j} v_u),
-/// dL/dh = sum_t w_t mu_t / B, from per-group means and tempered variances [B, T_g, d].
+/// dL/dh = sum_t w_t mu_t / B, from per-group means and tempered variances [B, T_g, d]. With
+/// `reducer` (data-parallel: each process holds a shard of the batch) the means over (i, j) are
+/// those of the whole batch: the sums and counts are reduced; B stays the local rows.
 at::Tensor aggregate_task_precision(const std::vector<at::Tensor>& means,
-                                    const std::vector<at::Tensor>& tempered_vars);
+                                    const std::vector<at::Tensor>& tempered_vars,
+                                    const TensorReducer& reducer = {});
 
 /// dL/dh [B, d] = mean_t mu_t^3 / (mu_t^2 + max(v_t, floor)) / B, from per-group means and raw
 /// variances [B, T_g, d].

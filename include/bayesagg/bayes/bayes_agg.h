@@ -155,10 +155,13 @@ struct GroupAggregation {
   PosteriorStats batch_stats;
 };
 
-/// The result of one aggregation: per-group parts and dL/dh [B, d] (float64, divided by B).
+/// The result of one aggregation: per-group parts and dL/dh [B, d] (float64, divided by the
+/// global batch size: B, or with a reducer the rows of every process's shard).
 struct Aggregation {
   std::vector<GroupAggregation> groups;
   at::Tensor dL_dh;
+  /// The rows of the whole batch (B; with a reducer, summed over the processes).
+  int64_t batch_size = 0;
 };
 
 /// Counters a run log can show.
@@ -266,6 +269,15 @@ class BayesAgg {
   void set_statistics_reducer(std::function<void(std::vector<PosteriorStats>&)> reducer) {
     reducer_ = std::move(reducer);
   }
+  /// Data-parallel training: `reducer` sums tensors over the processes, each of which holds a
+  /// shard of every batch and of every epoch. BayesAgg then reduces (in this order, the same on
+  /// every process): at an epoch's first step the full-data statistics (unless
+  /// `set_statistics_reducer` gave another reducer) and the noise estimates' sums and counts;
+  /// at every aggregation the batch statistics with the global batch size, and with
+  /// `weighting = task` the per-task variance sums. dL/dh is divided by the global batch size,
+  /// so that the processes' gradients sum to the one-process gradient. The per-example moments
+  /// stay local. `centre = mode` iterates on local data and is refused.
+  void set_reducer(TensorReducer reducer);
   /// Full-data posteriors of the current epoch (empty before its first step).
   const std::vector<GaussianPosterior>& current_full_data_posteriors() const { return full_; }
 
@@ -305,7 +317,13 @@ class BayesAgg {
   std::vector<PosteriorStats> running_;
   std::vector<at::Tensor> noise_;
   BayesAggStats stats_;
+  /// Sums `stats` and `rows` over the processes with `tensor_reducer_`.
+  void reduce_statistics(std::vector<PosteriorStats>& stats, int64_t& rows, const char* what) const;
+  /// The noise estimates of `noise = estimated / normalised` from the previous epoch's features.
+  void estimate_noise(const std::vector<Head>& heads);
+
   std::function<void(std::vector<PosteriorStats>&)> reducer_;
+  TensorReducer tensor_reducer_;
 };
 
 }  // namespace bayesagg

@@ -102,6 +102,7 @@ class BayesAggMethod : public Method {
   void save(torch::serialize::OutputArchive& archive) const override { agg_.save(archive); }
   void load(torch::serialize::InputArchive& archive) override { agg_.load(archive); }
   const BayesAgg& aggregator() const { return agg_; }
+  BayesAgg& aggregator() { return agg_; }
 
  private:
   BayesAgg agg_;

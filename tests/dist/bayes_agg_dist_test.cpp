@@ -1,0 +1,168 @@
+// BayesAgg-MTL data-parallel (threads as ranks, Gloo on 127.0.0.1): with a reducer, every rank
+// holds the one-process full-data and batch statistics, noise estimates and running statistics,
+// and its shard's rows of the one-process dL/dh (divided by the global batch size).
+#include "bayesagg/bayes/bayes_agg.h"
+#include "bayesagg/bayes/posterior.h"
+#include "bayesagg/dist/process_group.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/util/Exception.h>
+#include <gtest/gtest.h>
+
+#include <future>
+
+namespace bayesagg {
+namespace {
+
+struct Problem {
+  std::vector<TaskGroup> groups{TaskGroup(GroupType::regression, 2),
+                                TaskGroup(GroupType::binary, 3)};
+  int64_t n = 101, d = 5;
+  at::Tensor h_epoch, h_batch;
+  Labels y_epoch, y_batch;
+  std::vector<Head> heads;
+
+  Problem() {
+    at::Generator r = at::make_generator<at::CPUGeneratorImpl>(11);
+    h_epoch = at::randn({n, d}, r, at::kFloat);
+    h_batch = at::randn({n, d}, r, at::kFloat);
+    for (const at::Tensor* h : {&h_epoch, &h_batch}) {
+      Labels& y = h == &h_epoch ? y_epoch : y_batch;
+      y = {at::randn({n, 2}, r, at::kFloat), at::bernoulli(at::full({n, 3}, 0.5), r)};
+    }
+    for (const auto& g : groups) {
+      heads.push_back({at::randn({g.head_rows(), d}, r, at::kFloat) * 0.3,
+                       at::randn({g.head_rows()}, r, at::kFloat) * 0.1});
+    }
+  }
+};
+
+/// What a rank ends with after a warm-up epoch on rows [begin, end) and one BayesAgg step on the
+/// same rows of the next batch.
+struct Outcome {
+  std::vector<GaussianPosterior> full;
+  std::vector<PosteriorStats> running;
+  std::vector<at::Tensor> noise;
+  at::Tensor dL_dh;
+  Aggregation agg;
+};
+
+Outcome run_rows(const Problem& p, const BayesAggOptions& o, int64_t begin, int64_t end,
+                 const TensorReducer& reducer) {
+  BayesAgg agg(p.groups, p.d, o);
+  if (reducer) agg.set_reducer(reducer);
+  auto rows = [&](const Labels& y) {
+    Labels part;
+    for (const auto& l : y) part.push_back(l.slice(0, begin, end));
+    return part;
+  };
+  agg.reserve(end - begin);
+  agg.observe(p.h_epoch.slice(0, begin, end), rows(p.y_epoch));
+  agg.end_epoch();
+  const at::Tensor rep = p.h_batch.slice(0, begin, end).clone().requires_grad_(true);
+  const at::Tensor losses = rep.sum(1).pow(2).mean().unsqueeze(0);
+  Outcome out;
+  out.dL_dh = agg.backward(losses, p.heads, rep, rows(p.y_batch)).to(at::kDouble);
+  out.full = agg.current_full_data_posteriors();
+  out.running = agg.running_statistics();
+  out.noise = agg.observation_noise();
+  // The batch statistics of the step, as the next step would reduce them.
+  out.agg = agg.aggregate(out.full, p.h_batch.slice(0, begin, end), rows(p.y_batch), p.heads);
+  return out;
+}
+
+double relative(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>() /
+         (b.to(at::kDouble).abs().max().item<double>() + 1e-300);
+}
+
+void expect_two_ranks_equal_one(const BayesAggOptions& o) {
+  const Problem p;
+  const Outcome want = run_rows(p, o, 0, p.n, {});
+  const int64_t cut = 50;  // rank 0: rows [0, 50), rank 1: [50, 101)
+  StoreHost host(0, 30.0);
+  Outcome got[2];
+  std::vector<std::future<std::string>> ranks;
+  for (int64_t rank = 0; rank < 2; ++rank) {
+    ranks.push_back(std::async(std::launch::async, [&, rank]() -> std::string {
+      try {
+        DistGroup group(DistOptions().rank(rank).world_size(2).master_port(host.port())
+                            .timeout(30.0).host_store(false));
+        got[rank] = run_rows(p, o, rank == 0 ? 0 : cut, rank == 0 ? cut : p.n,
+                             [&group](const std::vector<at::Tensor>& t, const char* what) {
+                               group.all_reduce(t, ReduceMode::sum, what);
+                             });
+        return "";
+      } catch (const c10::Error& e) {
+        return e.msg();
+      }
+    }));
+  }
+  for (auto& f : ranks) ASSERT_EQ(f.get(), "");
+  for (int64_t rank = 0; rank < 2; ++rank) {
+    const Outcome& g = got[rank];
+    ASSERT_EQ(g.full.size(), want.full.size());
+    for (size_t k = 0; k < want.full.size(); ++k) {
+      EXPECT_LE(relative(g.full[k].mean, want.full[k].mean), 1e-12) << rank << " group " << k;
+      EXPECT_LE(relative(g.full[k].precision, want.full[k].precision), 1e-12) << k;
+      const PosteriorStats& b = g.agg.groups[k].batch_stats;
+      const PosteriorStats& w = want.agg.groups[k].batch_stats;
+      EXPECT_EQ(b.count, w.count) << k;
+      EXPECT_LE(relative(b.curvature, w.curvature), 1e-12) << rank << " group " << k;
+      EXPECT_LE(relative(b.rhs, w.rhs), 1e-12) << rank << " group " << k;
+      EXPECT_LE(relative(g.agg.groups[k].posterior.mean, want.agg.groups[k].posterior.mean),
+                1e-12) << k;
+    }
+    EXPECT_EQ(g.agg.batch_size, p.n);
+    ASSERT_EQ(g.noise.size(), want.noise.size());
+    for (size_t k = 0; k < want.noise.size(); ++k) {
+      ASSERT_EQ(g.noise[k].defined(), want.noise[k].defined());
+      if (want.noise[k].defined()) EXPECT_LE(relative(g.noise[k], want.noise[k]), 1e-12) << k;
+    }
+    ASSERT_EQ(g.running.size(), want.running.size());
+    for (size_t k = 0; k < want.running.size(); ++k) {
+      EXPECT_EQ(g.running[k].count, want.running[k].count);
+      EXPECT_LE(relative(g.running[k].curvature, want.running[k].curvature), 1e-12) << k;
+      EXPECT_LE(relative(g.running[k].rhs, want.running[k].rhs), 1e-12) << k;
+    }
+    // The shard's rows of the one-process dL/dh (dL/dh is float32 here, as the representation).
+    const at::Tensor rows = want.dL_dh.slice(0, rank == 0 ? 0 : cut, rank == 0 ? cut : p.n);
+    EXPECT_LE(relative(g.dL_dh, rows), 1e-6) << rank;
+    EXPECT_LE(relative(g.agg.dL_dh, want.agg.dL_dh.slice(0, rank == 0 ? 0 : cut,
+                                                         rank == 0 ? cut : p.n)),
+              1e-12) << rank;
+  }
+}
+
+TEST(DistBayesAgg, TheReferenceOnTwoRanksEqualsOneProcess) {
+  expect_two_ranks_equal_one(BayesAggOptions::reference());
+}
+
+TEST(DistBayesAgg, TaskWeightingEstimatedNoiseAndSumOnTwoRanksEqualOneProcess) {
+  expect_two_ranks_equal_one(BayesAggOptions()
+                                 .centre(PosteriorCentre::head)
+                                 .noise(ObservationNoise::estimated)
+                                 .weighting(Weighting::task)
+                                 .scale(GradientScale::sum));
+}
+
+TEST(DistBayesAgg, RunningStatisticsAndNormalisedNoiseOnTwoRanksEqualOneProcess) {
+  expect_two_ranks_equal_one(BayesAggOptions()
+                                 .refresh(PosteriorRefresh::running)
+                                 .noise(ObservationNoise::normalised)
+                                 .weighting(Weighting::snr));
+}
+
+TEST(DistBayesAgg, CentreModeIsRefusedWithAReducer) {
+  BayesAgg agg({TaskGroup(GroupType::binary, 2)}, 3, BayesAggOptions().centre(PosteriorCentre::mode));
+  try {
+    agg.set_reducer([](const std::vector<at::Tensor>&, const char*) {});
+    FAIL() << "centre = mode with a reducer was accepted";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.msg()).find("centre = mode"), std::string::npos) << e.msg();
+  }
+}
+
+}  // namespace
+}  // namespace bayesagg
