@@ -40,4 +40,11 @@ inline CliResult run_cli_after(const std::string& before, const std::string& arg
   return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, err};
 }
 
+/// The whole text of `path`, or "" when it cannot be read (a run that failed may not have
+/// written it; a /proc entry may be gone).
+inline std::string read(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 }  // namespace bayesagg::testing

@@ -11,13 +11,10 @@
 namespace {
 
 using bayesagg::testing::contains;
+using bayesagg::testing::read;
 using bayesagg::testing::run_cli;
 using bayesagg::testing::TempDir;
 
-std::string read(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 TEST(CompareCli, WritesTablesAndReusesFinishedRuns) {
   TempDir dir("bayesagg_compare_cli_");

@@ -24,13 +24,10 @@
 namespace {
 
 using bayesagg::testing::contains;
+using bayesagg::testing::read;
 using bayesagg::testing::run_cli;
 using bayesagg::testing::TempDir;
 
-std::string read(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 size_t count_lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
 
