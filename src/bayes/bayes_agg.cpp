@@ -450,6 +450,36 @@ void BayesAgg::set_reducer(TensorReducer reducer) {
   tensor_reducer_ = std::move(reducer);
 }
 
+void BayesAgg::set_process(int64_t rank, int64_t world_size) {
+  TORCH_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "BayesAgg::set_process: rank ",
+              rank, " of ", world_size, " processes is not a place in a run");
+  rank_ = rank;
+  world_size_ = world_size;
+}
+
+void BayesAgg::gather_for_checkpoint(const TensorGatherer& gather) {
+  TORCH_CHECK(gather, "BayesAgg::gather_for_checkpoint needs a gatherer");
+  auto gather_store = [&](const EpochStore& local, EpochStore& all, at::Tensor& rows,
+                          const char* what) {
+    rows = gather(at::full({1}, local.size(), at::kLong), what);
+    all = EpochStore();
+    const int64_t total = rows.sum().item<int64_t>();
+    all.reserve(total, dim_, groups_);
+    if (total == 0) return;  // the same on every process: no empty collectives
+    const at::Tensor features = gather(local.features().contiguous(), what);
+    Labels labels;
+    for (const auto& l : local.labels()) labels.push_back(gather(l.contiguous(), what));
+    all.append(features, labels);
+  };
+  gather_store(current_, gathered_.current, gathered_.current_rows,
+               "BayesAgg-MTL's features of this epoch");
+  gather_store(previous_, gathered_.previous, gathered_.previous_rows,
+               "BayesAgg-MTL's features of the previous epoch");
+  gathered_.generators =
+      gather(generator_.get_state().unsqueeze(0), "BayesAgg-MTL's generator states");
+  gathered_.step = stats_.steps;
+}
+
 void BayesAgg::reduce_statistics(std::vector<PosteriorStats>& stats, int64_t& rows,
                                  const char* what) const {
   std::vector<at::Tensor> parts;

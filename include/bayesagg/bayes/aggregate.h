@@ -63,6 +63,11 @@ at::Tensor aggregate(const std::vector<at::Tensor>& means,
 using TensorReducer =
     std::function<void(const std::vector<at::Tensor>& tensors, const char* what)>;
 
+/// Every process's `tensor` concatenated in rank order along the first dimension (which may
+/// differ between processes); `what` names the values in errors. A collective: every process must
+/// call it in the same order.
+using TensorGatherer = std::function<at::Tensor(const at::Tensor& tensor, const char* what)>;
+
 /// dL/dh [B, d] with one weight per task: w_t = (1 / mean_{i,j} v_t) / sum_u (1 / mean_{i,j} v_u),
 /// dL/dh = sum_t w_t mu_t / B, from per-group means and tempered variances [B, T_g, d]. With
 /// `reducer` (data-parallel: each process holds a shard of the batch) the means over (i, j) are

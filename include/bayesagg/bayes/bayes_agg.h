@@ -278,6 +278,15 @@ class BayesAgg {
   /// so that the processes' gradients sum to the one-process gradient. The per-example moments
   /// stay local. `centre = mode` iterates on local data and is refused.
   void set_reducer(TensorReducer reducer);
+  /// Data-parallel checkpoints. Each process keeps its own shard of both epochs' collected
+  /// features and its own Monte-Carlo generator; the rest of the state is the same on every
+  /// process. `gather_for_checkpoint` (a collective: every process calls it, after the step and
+  /// before process 0 saves) concatenates the shards and generator states with `gather`, so
+  /// that process 0's `save` writes every process's part. `load` on process `rank` of
+  /// `world_size` (set here) then takes back its own part; a checkpoint written by another
+  /// number of processes is refused.
+  void set_process(int64_t rank, int64_t world_size);
+  void gather_for_checkpoint(const TensorGatherer& gather);
   /// Full-data posteriors of the current epoch (empty before its first step).
   const std::vector<GaussianPosterior>& current_full_data_posteriors() const { return full_; }
 
@@ -324,6 +333,20 @@ class BayesAgg {
 
   std::function<void(std::vector<PosteriorStats>&)> reducer_;
   TensorReducer tensor_reducer_;
+
+  /// Every process's rank-local state, gathered for process 0's checkpoint.
+  struct GatheredState {
+    int64_t step = -1;  ///< `stats_.steps` when gathered (a stale gathering is refused)
+    EpochStore current, previous;
+    at::Tensor current_rows, previous_rows;  ///< [world size] rows of each process
+    at::Tensor generators;                   ///< [world size, state bytes]
+  };
+  int64_t rank_ = 0, world_size_ = 1;
+  GatheredState gathered_;
+  /// Saves the state of every process (world size > 1) from `gathered_`.
+  void save_gathered(torch::serialize::OutputArchive& archive) const;
+  /// Takes this process's rows and generator from a checkpoint written with `save_gathered`.
+  void load_own_part(torch::serialize::InputArchive& archive);
 };
 
 }  // namespace bayesagg
