@@ -137,13 +137,13 @@ TEST(DistTrainCli, BayesAggAndTheReferenceOnFashionBinary) {
 }
 
 // BayesAgg-MTL keeps rank-local state between epochs (each rank's shard of the epoch's features,
-// its Monte-Carlo generator: multi-fashion's multiclass moments sample, and the reference's
-// per-example precision weights make every rank's draws count). A two-rank run stopped after
-// epoch 2 and resumed ends exactly as the uninterrupted two-rank run; restoring rank 0's
-// generator on rank 1 instead moves the final parameters by ~1e-6.
+// its Monte-Carlo generator: multi-fashion's multiclass moments sample). A two-rank run stopped
+// after epoch 2 and resumed for 3 more epochs at full learning rate ends exactly as the
+// uninterrupted two-rank run; restoring rank 0's generator on rank 1 instead moves the final
+// parameters by ~1e-4 relative.
 TEST(DistTrainCli, BayesAggResumesOnTwoRanksAsAnUninterruptedRun) {
   TempDir dir("bayesagg_dist_cli_");
-  const RunSpec spec{"multi-fashion", "bayesagg-reference", 512, 3, 64, "--rb-samples 4"};
+  const RunSpec spec{"multi-fashion", "bayesagg", 512, 5, 64, "--rb-samples 4"};
   const std::string run = dir.file("run"), whole = dir.file("whole");
   const auto first = run_cli(train_args(spec, run) + " --nproc 2 --stop-after-epoch 2 > /dev/null");
   ASSERT_EQ(first.status, 0) << first.err;
