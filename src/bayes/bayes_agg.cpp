@@ -75,14 +75,16 @@ ObservationNoise parse_observation_noise(const std::string& name) {
   if (name == "fixed") return ObservationNoise::fixed;
   if (name == "estimated") return ObservationNoise::estimated;
   if (name == "normalised") return ObservationNoise::normalised;
+  if (name == "balanced") return ObservationNoise::balanced;
   TORCH_CHECK(false, "unknown observation noise '", name,
-              "' (expected fixed, estimated or normalised)");
+              "' (expected fixed, estimated, normalised or balanced)");
 }
 
 std::string to_string(ObservationNoise noise) {
   switch (noise) {
     case ObservationNoise::estimated: return "estimated";
     case ObservationNoise::normalised: return "normalised";
+    case ObservationNoise::balanced: return "balanced";
     case ObservationNoise::fixed: break;
   }
   return "fixed";
@@ -440,6 +442,9 @@ void BayesAgg::estimate_noise(const std::vector<Head>& heads) {
     }
   }
   if (options_.noise() == ObservationNoise::normalised) noise_ = normalise_per_loss(groups_, noise_);
+  if (options_.noise() == ObservationNoise::balanced) {
+    noise_ = normalise_per_loss(groups_, noise_, /*keep_overall_scale=*/true);
+  }
   for (size_t g = 0; g < groups_.size(); ++g) stats_.noise[g] = noise_[g].mean().item<double>();
 }
 

@@ -167,9 +167,10 @@ TrainLoop::TrainLoop(TrainOptions options, const std::optional<Benchmark>& given
   dir_ = o_.resolved_out();
   o_.out(dir_);
   ckpt_ = path("checkpoint.pt");
-  threads_ = set_threads(o_.threads());
   device_ = parse_device(o_.device());
   join_process_group();
+  // --threads 0 under several ranks on this machine: each takes its share of the cores.
+  threads_ = set_threads(o_.threads(), dist_ ? dist_->options().local_world_size() : 1);
   prepare_run_folder();
   load_data(given);
   set_up_single_task();

@@ -63,8 +63,14 @@ enum class ObservationNoise {
   /// errors and cross-entropies are not in one unit, and `estimated` lets whichever loss is
   /// numerically smaller dominate). A loss with a single task keeps the fixed noise.
   normalised,
+  /// `normalised`, then multiplied by the geometric mean of the estimates of every task (all
+  /// losses): the losses are put on one scale (their geometric means made equal) while the
+  /// overall size of the estimates is `estimated`'s (and with it the step that grows as the heads
+  /// fit). With a single loss (synthetic-regression, multi-fashion, fashion-binary) it is
+  /// `estimated`, bit for bit; it differs only where losses mix (multi-fashion-mixed, UTKFace).
+  balanced,
 };
-/// `fixed` / `estimated` / `normalised`.
+/// `fixed` / `estimated` / `normalised` / `balanced`.
 ObservationNoise parse_observation_noise(const std::string& name);
 std::string to_string(ObservationNoise noise);
 
