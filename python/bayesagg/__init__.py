@@ -230,7 +230,7 @@ class BayesAgg:
             head g must be ``nn.Linear(dim, groups[g].head_rows)``.
         dim: width of the shared representation ``h``.
         **options: keyword options named as ``bayesagg train``'s. Defaults: the ``bayesagg``
-            preset, this project's variant (``posterior="head"``, ``noise="estimated"``,
+            preset, this project's variant (``posterior="head"``, ``noise="balanced"``,
             ``weighting="task"``, ``scale="sum"``; docs/bayesagg.md); the authors' method is
             ``posterior="newton", noise="fixed", weighting="precision", scale="average"``.
 

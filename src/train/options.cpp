@@ -229,7 +229,7 @@ std::vector<std::pair<std::string, std::string>> method_preset(const std::string
   }
   if (method == "bayesagg") {
     // Chosen on validation data (docs/results/ablation-*.md, docs/bayesagg.md).
-    return {{"posterior", "head"}, {"refresh", "epoch"}, {"noise", "estimated"},
+    return {{"posterior", "head"}, {"refresh", "epoch"}, {"noise", "balanced"},
             {"weighting", "task"}, {"scale", "sum"}};
   }
   return {};

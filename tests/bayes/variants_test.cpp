@@ -320,17 +320,21 @@ TEST(BayesAggVariants, EstimatedNoiseComesFromThePreviousEpoch) {
   EXPECT_LT(max_abs(a.groups[1].raw_var * tau * tau - b.groups[1].raw_var), 1e-9);
 }
 
+/// Noise estimates of every loss: two regression groups (3 outputs together), one binary and two
+/// multiclass tasks.
+struct NoiseOfEveryLoss {
+  std::vector<TaskGroup> groups{TaskGroup(GroupType::regression, 2), TaskGroup(GroupType::binary, 1),
+                                TaskGroup(GroupType::multiclass, 3),
+                                TaskGroup(GroupType::regression, 1),
+                                TaskGroup(GroupType::multiclass, 4)};
+  at::TensorOptions d = at::TensorOptions().dtype(at::kDouble);
+  std::vector<at::Tensor> noise{at::tensor({0.5, 2.0}, d), at::tensor({0.7}, d),
+                                at::tensor({2.0}, d), at::tensor({8.0}, d), at::tensor({0.5}, d)};
+};
+
 TEST(BayesAggVariants, NormalisedNoiseDividesByTheGeometricMeanOfEachLoss) {
-  // Two regression groups (3 outputs together), one binary and two multiclass tasks.
-  const std::vector<TaskGroup> groups{TaskGroup(GroupType::regression, 2),
-                                      TaskGroup(GroupType::binary, 1),
-                                      TaskGroup(GroupType::multiclass, 3),
-                                      TaskGroup(GroupType::regression, 1),
-                                      TaskGroup(GroupType::multiclass, 4)};
-  const auto d = at::TensorOptions().dtype(at::kDouble);
-  const std::vector<at::Tensor> noise{at::tensor({0.5, 2.0}, d), at::tensor({0.7}, d),
-                                      at::tensor({2.0}, d), at::tensor({8.0}, d),
-                                      at::tensor({0.5}, d)};
+  const NoiseOfEveryLoss x;
+  const auto& [groups, d, noise] = x;
   const std::vector<at::Tensor> out = normalise_per_loss(groups, noise);
   // Regression: geometric mean of 0.5, 2, 8 is 2. Binary: one task -> 1. Multiclass: of 2 and
   // 0.5 it is 1.
@@ -346,15 +350,8 @@ TEST(BayesAggVariants, NormalisedNoiseDividesByTheGeometricMeanOfEachLoss) {
 }
 
 TEST(BayesAggVariants, BalancedNoiseEqualisesTheLossesAndKeepsTheOverallScale) {
-  const std::vector<TaskGroup> groups{TaskGroup(GroupType::regression, 2),
-                                      TaskGroup(GroupType::binary, 1),
-                                      TaskGroup(GroupType::multiclass, 3),
-                                      TaskGroup(GroupType::regression, 1),
-                                      TaskGroup(GroupType::multiclass, 4)};
-  const auto d = at::TensorOptions().dtype(at::kDouble);
-  const std::vector<at::Tensor> noise{at::tensor({0.5, 2.0}, d), at::tensor({0.7}, d),
-                                      at::tensor({2.0}, d), at::tensor({8.0}, d),
-                                      at::tensor({0.5}, d)};
+  const NoiseOfEveryLoss x;
+  const auto& [groups, d, noise] = x;
   const std::vector<at::Tensor> out = normalise_per_loss(groups, noise, true);
   // The geometric mean of all six estimates: (0.5 * 2 * 0.7 * 2 * 8 * 0.5)^(1/6) = 5.6^(1/6);
   // each loss's estimates are the normalised ones (test above) times it.
@@ -391,6 +388,19 @@ TEST(BayesAggVariants, NormalisedNoiseKeepsTheRatiosOfTheEstimates) {
   EXPECT_EQ(parse_observation_noise("normalised"), ObservationNoise::normalised);
   EXPECT_EQ(to_string(ObservationNoise::normalised), "normalised");
   EXPECT_THROW(parse_observation_noise("estimate"), c10::Error);
+  // balanced: the same ratios within a loss, and the geometric mean over all three tasks of the
+  // estimates (the two regression outputs and the multiclass temperature) is estimated's.
+  BayesAgg bal(s.groups, 4, BayesAggOptions().noise(ObservationNoise::balanced).seed(1));
+  s.warm_up(bal);
+  s.step(bal);
+  const at::Tensor b = bal.observation_noise()[0];
+  const double tau_e = est.observation_noise()[1].item<double>();
+  const double tau_b = bal.observation_noise()[1].item<double>();
+  EXPECT_NEAR((b[0] / b[1]).item<double>(), (e[0] / e[1]).item<double>(), 1e-12);
+  EXPECT_NEAR((b[0] * b[1]).item<double>() * tau_b, (e[0] * e[1]).item<double>() * tau_e,
+              1e-12 * (e[0] * e[1]).item<double>() * tau_e);
+  // ... and each loss's geometric mean is the same: sqrt(b0 b1) = tau_b.
+  EXPECT_NEAR(std::sqrt((b[0] * b[1]).item<double>()), tau_b, 1e-12 * tau_b);
 }
 
 TEST(BayesAggVariants, CheckpointKeepsRunningStatisticsAndNoise) {

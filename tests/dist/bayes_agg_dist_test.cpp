@@ -4,6 +4,7 @@
 #include "bayesagg/bayes/bayes_agg.h"
 #include "bayesagg/bayes/posterior.h"
 #include "bayesagg/dist/process_group.h"
+#include "run_ranks.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -85,25 +86,15 @@ void expect_two_ranks_equal_one(const BayesAggOptions& o) {
   const Problem p;
   const Outcome want = run_rows(p, o, 0, p.n, {});
   const int64_t cut = 50;  // rank 0: rows [0, 50), rank 1: [50, 101)
-  StoreHost host(0, 30.0);
   Outcome got[2];
-  std::vector<std::future<std::string>> ranks;
-  for (int64_t rank = 0; rank < 2; ++rank) {
-    ranks.push_back(std::async(std::launch::async, [&, rank]() -> std::string {
-      try {
-        DistGroup group(DistOptions().rank(rank).world_size(2).master_port(host.port())
-                            .timeout(30.0).host_store(false));
-        got[rank] = run_rows(p, o, rank == 0 ? 0 : cut, rank == 0 ? cut : p.n,
-                             [&group](const std::vector<at::Tensor>& t, const char* what) {
-                               group.all_reduce(t, ReduceMode::sum, what);
-                             });
-        return "";
-      } catch (const c10::Error& e) {
-        return e.msg();
-      }
-    }));
-  }
-  for (auto& f : ranks) ASSERT_EQ(f.get(), "");
+  const auto errors = testing::run_ranks(2, 30.0, [&](DistGroup& group) {
+    const int64_t rank = group.rank();
+    got[rank] = run_rows(p, o, rank == 0 ? 0 : cut, rank == 0 ? cut : p.n,
+                         [&group](const std::vector<at::Tensor>& t, const char* what) {
+                           group.all_reduce(t, ReduceMode::sum, what);
+                         });
+  });
+  for (const auto& e : errors) ASSERT_EQ(e, "");
   for (int64_t rank = 0; rank < 2; ++rank) {
     const Outcome& g = got[rank];
     ASSERT_EQ(g.full.size(), want.full.size());
@@ -192,34 +183,24 @@ std::vector<at::Tensor> local_state(BayesAgg& agg) {
 TEST(DistBayesAgg, ACheckpointOfTwoRanksGivesEachRankBackItsOwnShardAndGenerator) {
   const Problem p;
   const int64_t cut = 50;
-  StoreHost host(0, 30.0);
   std::string archive;
   std::vector<at::Tensor> state[2];
-  std::vector<std::future<std::string>> ranks;
-  for (int64_t rank = 0; rank < 2; ++rank) {
-    ranks.push_back(std::async(std::launch::async, [&, rank]() -> std::string {
-      try {
-        DistGroup group(DistOptions().rank(rank).world_size(2).master_port(host.port())
-                            .timeout(30.0).host_store(false));
-        auto agg = rank_after_a_step(p, rank, rank == 0 ? 0 : cut, rank == 0 ? cut : p.n, group);
-        agg->gather_for_checkpoint([&](const at::Tensor& t, const char* what) {
-          state[rank].push_back(t.clone());
-          return group.all_gather(t, what);
-        });
-        if (rank == 0) {
-          torch::serialize::OutputArchive out;
-          agg->save(out);
-          std::ostringstream bytes;
-          out.save_to(bytes);
-          archive = bytes.str();
-        }
-        return "";
-      } catch (const c10::Error& e) {
-        return e.msg();
-      }
-    }));
-  }
-  for (auto& f : ranks) ASSERT_EQ(f.get(), "");
+  const auto errors = testing::run_ranks(2, 30.0, [&](DistGroup& group) {
+    const int64_t rank = group.rank();
+    auto agg = rank_after_a_step(p, rank, rank == 0 ? 0 : cut, rank == 0 ? cut : p.n, group);
+    agg->gather_for_checkpoint([&](const at::Tensor& t, const char* what) {
+      state[rank].push_back(t.clone());
+      return group.all_gather(t, what);
+    });
+    if (rank == 0) {
+      torch::serialize::OutputArchive out;
+      agg->save(out);
+      std::ostringstream bytes;
+      out.save_to(bytes);
+      archive = bytes.str();
+    }
+  });
+  for (const auto& e : errors) ASSERT_EQ(e, "");
   // Per epoch (this one holds the step's batch) the row count, the features and the two groups'
   // labels, then the generator: 2 x (1 + 1 + 2) + 1.
   ASSERT_EQ(state[0].size(), 9u);

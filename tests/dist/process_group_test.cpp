@@ -1,4 +1,5 @@
 #include "bayesagg/dist/process_group.h"
+#include "run_ranks.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -13,32 +14,7 @@
 namespace bayesagg {
 namespace {
 
-/// Runs `body(group)` on `world` ranks (threads of this process) joined through a store hosted
-/// here; returns each rank's error message ("" when it finished).
-std::vector<std::string> run_ranks(int64_t world, double timeout,
-                                   const std::function<void(DistGroup&)>& body) {
-  StoreHost host(0, timeout);
-  std::vector<std::future<std::string>> ranks;
-  for (int64_t r = 0; r < world; ++r) {
-    ranks.push_back(std::async(std::launch::async, [&, r]() -> std::string {
-      try {
-        DistGroup group(DistOptions()
-                            .rank(r)
-                            .world_size(world)
-                            .master_port(host.port())
-                            .timeout(timeout)
-                            .host_store(false));
-        body(group);
-        return "";
-      } catch (const c10::Error& e) {
-        return e.msg();
-      }
-    }));
-  }
-  std::vector<std::string> errors;
-  for (auto& f : ranks) errors.push_back(f.get());
-  return errors;
-}
+using testing::run_ranks;
 
 TEST(DistGroup, AllReduceSumsAndAveragesThroughSeveralBuckets) {
   std::vector<at::Tensor> results[2];

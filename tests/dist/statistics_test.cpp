@@ -1,6 +1,7 @@
 #include "bayesagg/bayes/bayes_agg.h"
 #include "bayesagg/bayes/posterior.h"
 #include "bayesagg/dist/process_group.h"
+#include "run_ranks.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -31,28 +32,18 @@ TEST(DistStatistics, TwoRanksSumToTheOneProcessStatistics) {
   BayesAgg one(groups, d);
   const std::vector<PosteriorStats> want = one.statistics(h, y, heads);
 
-  StoreHost host(0, 30.0);
   std::vector<PosteriorStats> got[2];
-  std::vector<std::future<std::string>> ranks;
-  for (int64_t rank = 0; rank < 2; ++rank) {
-    ranks.push_back(std::async(std::launch::async, [&, rank]() -> std::string {
-      try {
-        DistGroup group(DistOptions().rank(rank).world_size(2).master_port(host.port())
-                            .timeout(30.0).host_store(false));
-        // Rank 0 holds the first 150 rows, rank 1 the other 151.
-        const int64_t begin = rank == 0 ? 0 : 150, end = rank == 0 ? 150 : n;
-        Labels part;
-        for (const auto& l : y) part.push_back(l.slice(0, begin, end));
-        BayesAgg agg(groups, d);
-        got[rank] = agg.statistics(h.slice(0, begin, end), part, heads);
-        all_reduce_statistics(group, got[rank]);
-        return "";
-      } catch (const c10::Error& e) {
-        return e.msg();
-      }
-    }));
-  }
-  for (auto& f : ranks) ASSERT_EQ(f.get(), "");
+  const auto errors = testing::run_ranks(2, 30.0, [&](DistGroup& group) {
+    // Rank 0 holds the first 150 rows, rank 1 the other 151.
+    const int64_t rank = group.rank();
+    const int64_t begin = rank == 0 ? 0 : 150, end = rank == 0 ? 150 : n;
+    Labels part;
+    for (const auto& l : y) part.push_back(l.slice(0, begin, end));
+    BayesAgg agg(groups, d);
+    got[rank] = agg.statistics(h.slice(0, begin, end), part, heads);
+    all_reduce_statistics(group, got[rank]);
+  });
+  for (const auto& e : errors) ASSERT_EQ(e, "");
   for (const auto& stats : got) {
     ASSERT_EQ(stats.size(), want.size());
     for (size_t g = 0; g < want.size(); ++g) {
