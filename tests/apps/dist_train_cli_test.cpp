@@ -291,6 +291,15 @@ TEST(DistTrainCli, BayesAggOnTheBatchNormTrunks) {
   expect_batchnorm_two_ranks_equal_one("resnet18", "bayesagg", bayes);
 }
 
+// The gradient methods run one backward pass per task (20) through the retained graph, each
+// all-reducing every BatchNorm layer's statistics' gradient in the same order on both ranks.
+// (FAMO, whose second forward pass after the step all-reduces the statistics too, is left out:
+// at lr 1e-9 its weights follow the rounding noise of loss_before / loss_after.)
+TEST(DistTrainCli, GradientMethodsOnTheCifarCnnTrunk) {
+  expect_batchnorm_two_ranks_equal_one("cifar-cnn", "pcgrad", "");
+  expect_batchnorm_two_ranks_equal_one("cifar-cnn", "nashmtl", "");
+}
+
 /// The pid of the child of `parent` whose environment has RANK=`rank` (0 when none).
 pid_t rank_process(pid_t parent, int rank) {
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
