@@ -36,6 +36,7 @@ Command add_train(CLI::App& app) {
   struct Args {
     std::unique_ptr<SettingFlags> flags;
     std::string config, resume;
+    int64_t stop_after_epoch = 0;
     CLI::Option* config_opt = nullptr;
     CLI::Option* resume_opt = nullptr;
   };
@@ -58,6 +59,12 @@ Command add_train(CLI::App& app) {
                                   "an uninterrupted run with the same seed and threads")
                       ->type_name("DIR");
   a->resume_opt->excludes(a->config_opt);
+  sub->add_option("--stop-after-epoch", a->stop_after_epoch,
+                  "Stop after this many completed epochs, as if interrupted: the run stays "
+                  "resumable with --resume (e.g. jobs with a time limit); 0 = run every epoch. "
+                  "Not a setting of the run (config.json does not record it)")
+      ->type_name("N")
+      ->check(CLI::NonNegativeNumber);
   sub->footer(
       "Defaults (spec: benchmarks.md): batch 256, Adam lr 1e-3 (no weight decay) with separate "
       "trunk and head groups, MultiStepLR x0.1 at max(1, round(0.6E)) and max(1, round(0.8E)), "
@@ -102,6 +109,7 @@ Command add_train(CLI::App& app) {
                      "is --epochs 10)\n";
       }
     }
+    o.stop_after_epoch(a->stop_after_epoch);
     // --nproc N: this command again as N ranks; a process with the torchrun environment is
     // one rank of a run (docs/distributed.md).
     if (o.nproc() > 1 && !std::getenv("RANK")) {

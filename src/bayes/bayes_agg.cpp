@@ -75,14 +75,16 @@ ObservationNoise parse_observation_noise(const std::string& name) {
   if (name == "fixed") return ObservationNoise::fixed;
   if (name == "estimated") return ObservationNoise::estimated;
   if (name == "normalised") return ObservationNoise::normalised;
+  if (name == "balanced") return ObservationNoise::balanced;
   TORCH_CHECK(false, "unknown observation noise '", name,
-              "' (expected fixed, estimated or normalised)");
+              "' (expected fixed, estimated, normalised or balanced)");
 }
 
 std::string to_string(ObservationNoise noise) {
   switch (noise) {
     case ObservationNoise::estimated: return "estimated";
     case ObservationNoise::normalised: return "normalised";
+    case ObservationNoise::balanced: return "balanced";
     case ObservationNoise::fixed: break;
   }
   return "fixed";
@@ -440,6 +442,9 @@ void BayesAgg::estimate_noise(const std::vector<Head>& heads) {
     }
   }
   if (options_.noise() == ObservationNoise::normalised) noise_ = normalise_per_loss(groups_, noise_);
+  if (options_.noise() == ObservationNoise::balanced) {
+    noise_ = normalise_per_loss(groups_, noise_, /*keep_overall_scale=*/true);
+  }
   for (size_t g = 0; g < groups_.size(); ++g) stats_.noise[g] = noise_[g].mean().item<double>();
 }
 
@@ -448,6 +453,36 @@ void BayesAgg::set_reducer(TensorReducer reducer) {
               "BayesAgg: centre = mode iterates on the data itself and is not data-parallel; "
               "use centre = newton or head with a reducer (several processes)");
   tensor_reducer_ = std::move(reducer);
+}
+
+void BayesAgg::set_process(int64_t rank, int64_t world_size) {
+  TORCH_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "BayesAgg::set_process: rank ",
+              rank, " of ", world_size, " processes is not a place in a run");
+  rank_ = rank;
+  world_size_ = world_size;
+}
+
+void BayesAgg::gather_for_checkpoint(const TensorGatherer& gather) {
+  TORCH_CHECK(gather, "BayesAgg::gather_for_checkpoint needs a gatherer");
+  auto gather_store = [&](const EpochStore& local, EpochStore& all, at::Tensor& rows,
+                          const char* what) {
+    rows = gather(at::full({1}, local.size(), at::kLong), what);
+    all = EpochStore();
+    const int64_t total = rows.sum().item<int64_t>();
+    all.reserve(total, dim_, groups_);
+    if (total == 0) return;  // the same on every process: no empty collectives
+    const at::Tensor features = gather(local.features().contiguous(), what);
+    Labels labels;
+    for (const auto& l : local.labels()) labels.push_back(gather(l.contiguous(), what));
+    all.append(features, labels);
+  };
+  gather_store(current_, gathered_.current, gathered_.current_rows,
+               "BayesAgg-MTL's features of this epoch");
+  gather_store(previous_, gathered_.previous, gathered_.previous_rows,
+               "BayesAgg-MTL's features of the previous epoch");
+  gathered_.generators =
+      gather(generator_.get_state().unsqueeze(0), "BayesAgg-MTL's generator states");
+  gathered_.step = stats_.steps;
 }
 
 void BayesAgg::reduce_statistics(std::vector<PosteriorStats>& stats, int64_t& rows,

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -399,23 +400,41 @@ at::Tensor task_noise(const TaskGroup& group, const at::Tensor& features, const 
   return task_losses(group, head_forward(h64, features.to(at::kDouble)), y).clamp_min(floor);
 }
 
+namespace {
+
+/// Mean of log(noise) over the defined entries of the groups `pick` selects; nullopt if none.
+template <class Pick>
+std::optional<double> mean_log_noise(const std::vector<TaskGroup>& groups,
+                                     const std::vector<at::Tensor>& noise, Pick pick) {
+  std::vector<at::Tensor> logs;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (!pick(groups[g]) || !noise[g].defined()) continue;
+    TORCH_CHECK((noise[g] > 0).all().item<bool>(),
+                "normalise_per_loss: noise estimates must be positive, got ", noise[g]);
+    logs.push_back(noise[g].to(at::kDouble).log().flatten());
+  }
+  if (logs.empty()) return std::nullopt;
+  return at::cat(logs).mean().item<double>();
+}
+
+}  // namespace
+
 std::vector<at::Tensor> normalise_per_loss(const std::vector<TaskGroup>& groups,
-                                           const std::vector<at::Tensor>& noise) {
+                                           const std::vector<at::Tensor>& noise,
+                                           bool keep_overall_scale) {
   TORCH_CHECK(noise.size() == groups.size(), "normalise_per_loss: expected ", groups.size(),
               " noise tensors, got ", noise.size());
+  const std::optional<double> log_all =
+      mean_log_noise(groups, noise, [](const TaskGroup&) { return true; });
   std::vector<at::Tensor> out = noise;
   for (GroupType type : {GroupType::regression, GroupType::binary, GroupType::multiclass}) {
-    std::vector<at::Tensor> logs;
+    const std::optional<double> log_type =
+        mean_log_noise(groups, noise, [type](const TaskGroup& g) { return g.type == type; });
+    if (!log_type) continue;
+    // A single type: log_all and log_type are the same sum in the same order, the factor 1.
+    const double factor = std::exp((keep_overall_scale ? *log_all : 0.0) - *log_type);
     for (size_t g = 0; g < groups.size(); ++g) {
-      if (groups[g].type != type || !noise[g].defined()) continue;
-      TORCH_CHECK((noise[g] > 0).all().item<bool>(),
-                  "normalise_per_loss: noise estimates must be positive, got ", noise[g]);
-      logs.push_back(noise[g].to(at::kDouble).log().flatten());
-    }
-    if (logs.empty()) continue;
-    const double log_mean = at::cat(logs).mean().item<double>();
-    for (size_t g = 0; g < groups.size(); ++g) {
-      if (groups[g].type == type && noise[g].defined()) out[g] = noise[g] / std::exp(log_mean);
+      if (groups[g].type == type && noise[g].defined()) out[g] = noise[g] * factor;
     }
   }
   return out;

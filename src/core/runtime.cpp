@@ -17,16 +17,19 @@ int64_t max_threads() {
   return std::min<int64_t>(1024, std::max<int64_t>(4, 4 * hardware));
 }
 
-int resolve_threads(int64_t requested) {
+int resolve_threads(int64_t requested, int64_t processes_on_machine) {
   TORCH_CHECK(requested >= 0 && requested <= max_threads(), "--threads ", requested,
               ": expected 0 (all ", std::max(1u, std::thread::hardware_concurrency()),
               " hardware threads) to ", max_threads(), " (4 x the hardware threads)");
-  return requested > 0 ? static_cast<int>(requested)
-                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  TORCH_CHECK(processes_on_machine >= 1, "resolve_threads: processes_on_machine must be >= 1, got ",
+              processes_on_machine);
+  const int64_t hardware = std::max(1u, std::thread::hardware_concurrency());
+  return static_cast<int>(requested > 0 ? requested
+                                        : std::max<int64_t>(1, hardware / processes_on_machine));
 }
 
-int set_threads(int64_t threads) {
-  const int n = resolve_threads(threads);
+int set_threads(int64_t threads, int64_t processes_on_machine) {
+  const int n = resolve_threads(threads, processes_on_machine);
   at::set_num_threads(n);
   return n;
 }

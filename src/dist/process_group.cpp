@@ -62,6 +62,9 @@ void DistOptions::validate() const {
   TORCH_CHECK(timeout() > 0 && timeout() <= 86400, "--dist-timeout ", timeout(),
               ": expected more than 0 and at most 86400 seconds");
   TORCH_CHECK(!master_addr().empty(), "distributed: MASTER_ADDR is empty");
+  TORCH_CHECK(local_world_size() >= 1 && local_world_size() <= world_size(),
+              "distributed: LOCAL_WORLD_SIZE ", local_world_size(), ": expected 1 to ",
+              world_size(), " (the world size)");
 }
 
 std::optional<DistOptions> dist_options_from_env(double timeout) {
@@ -75,6 +78,7 @@ std::optional<DistOptions> dist_options_from_env(double timeout) {
   DistOptions o;
   o.rank(*rank).world_size(*world).timeout(timeout);
   o.local_rank(env_int("LOCAL_RANK").value_or(*rank));
+  o.local_world_size(env_int("LOCAL_WORLD_SIZE").value_or(1));
   o.master_addr(env_string("MASTER_ADDR", "127.0.0.1"));
   o.master_port(env_int("MASTER_PORT").value_or(29500));
   const std::string agent = env_string("TORCHELASTIC_USE_AGENT_STORE", "");

@@ -422,11 +422,13 @@ const std::vector<SettingInfo>& train_settings() {
        "BayesAgg-MTL: the batch posteriors' prior, built once per epoch (epoch, the reference) "
        "or from running statistics that follow the trunk (running) (default: the method's; "
        "bayesagg-reference: epoch)"},
-      {"noise", "fixed|estimated|normalised",
+      {"noise", "fixed|estimated|normalised|balanced",
        "BayesAgg-MTL: each task's likelihood noise (regression variance, classification "
        "temperature): 1 (fixed, the reference), the heads' mean loss on the previous epoch "
-       "(estimated), or that divided by its geometric mean over the tasks with the same loss "
-       "(normalised) (default: the method's; bayesagg-reference: fixed)"},
+       "(estimated), that divided by its geometric mean over the tasks with the same loss "
+       "(normalised), or normalised times the geometric mean over all tasks, which differs from "
+       "estimated only where losses mix (balanced) (default: the method's; bayesagg-reference: "
+       "fixed)"},
       {"weighting", "precision|task|snr",
        "BayesAgg-MTL: how the tasks' gradient moments combine: tempered precision per example "
        "and dimension (precision, the reference), one precision weight per task (task), or "

@@ -167,9 +167,10 @@ TrainLoop::TrainLoop(TrainOptions options, const std::optional<Benchmark>& given
   dir_ = o_.resolved_out();
   o_.out(dir_);
   ckpt_ = path("checkpoint.pt");
-  threads_ = set_threads(o_.threads());
   device_ = parse_device(o_.device());
   join_process_group();
+  // --threads 0 under several ranks on this machine: each takes its share of the cores.
+  threads_ = set_threads(o_.threads(), dist_ ? dist_->options().local_world_size() : 1);
   prepare_run_folder();
   load_data(given);
   set_up_single_task();
@@ -324,12 +325,10 @@ void TrainLoop::build_model_and_method() {
                 "--method ", o_.method(), " with --posterior mode is not data-parallel: the "
                 "mode's Newton iterations run on the data itself; use newton or head with several "
                 "ranks (docs/distributed.md)");
-    TORCH_CHECK(!o_.resume(), "--resume of a data-parallel ", o_.method(), " run is not "
-                "supported yet: BayesAgg-MTL's checkpoint holds rank 0's shard of the epoch's "
-                "features only (docs/distributed.md)");
     bayes->aggregator().set_reducer([this](const std::vector<at::Tensor>& t, const char* what) {
       dist_->all_reduce(t, ReduceMode::sum, what);
     });
+    bayes->aggregator().set_process(dist_->rank(), dist_->world_size());
   }
   wants_losses_after_ = method_->needs().count(Need::losses_after_step) > 0;
   posterior_eval_ = o_.resolved_eval_regression() == "posterior" &&
@@ -431,6 +430,7 @@ TrainSummary TrainLoop::run() {
     er.train_seconds = seconds_since(epoch_start);
     const std::vector<at::Tensor> test_outputs = evaluate(er, means);
     const bool best = select(er, test_outputs);
+    gather_method_state();
     if (writes_files()) {
       checkpoint(e, best);
       write_records(make_summary());
@@ -876,6 +876,15 @@ void TrainLoop::check_data_parallel() const {
   TORCH_CHECK(data_.val->size() >= world_size() && data_.test->size() >= world_size(),
               "evaluation is split over the ", world_size(), " ranks but the validation and "
               "test splits have ", data_.val->size(), " and ", data_.test->size(), " items");
+}
+
+void TrainLoop::gather_method_state() {
+  if (!dist_) return;
+  if (auto* bayes = dynamic_cast<BayesAggMethod*>(method_.get())) {
+    bayes->aggregator().gather_for_checkpoint([this](const at::Tensor& t, const char* what) {
+      return dist_->all_gather(t, what);
+    });
+  }
 }
 
 void TrainLoop::check_resumed_world_size() const {

@@ -123,6 +123,9 @@ class TrainLoop {
   void check_data_parallel() const;
   /// With `--resume`: the run must continue on as many ranks as it ran on.
   void check_resumed_world_size() const;
+  /// Before rank 0 checkpoints (a collective on every rank): gathers the method's rank-local
+  /// state (BayesAgg-MTL's feature shards and Monte-Carlo generators) into rank 0's checkpoint.
+  void gather_method_state();
   /// Rank 0's parameters on every rank.
   void broadcast_parameters();
   /// This rank's part of a global batch: a contiguous slice of the global batch's indices.

@@ -345,6 +345,35 @@ TEST(BayesAggVariants, NormalisedNoiseDividesByTheGeometricMeanOfEachLoss) {
   EXPECT_THROW(normalise_per_loss(groups, bad), c10::Error);
 }
 
+TEST(BayesAggVariants, BalancedNoiseEqualisesTheLossesAndKeepsTheOverallScale) {
+  const std::vector<TaskGroup> groups{TaskGroup(GroupType::regression, 2),
+                                      TaskGroup(GroupType::binary, 1),
+                                      TaskGroup(GroupType::multiclass, 3),
+                                      TaskGroup(GroupType::regression, 1),
+                                      TaskGroup(GroupType::multiclass, 4)};
+  const auto d = at::TensorOptions().dtype(at::kDouble);
+  const std::vector<at::Tensor> noise{at::tensor({0.5, 2.0}, d), at::tensor({0.7}, d),
+                                      at::tensor({2.0}, d), at::tensor({8.0}, d),
+                                      at::tensor({0.5}, d)};
+  const std::vector<at::Tensor> out = normalise_per_loss(groups, noise, true);
+  // The geometric mean of all six estimates: (0.5 * 2 * 0.7 * 2 * 8 * 0.5)^(1/6) = 5.6^(1/6);
+  // each loss's estimates are the normalised ones (test above) times it.
+  const double all = std::pow(5.6, 1.0 / 6.0);
+  EXPECT_LT(max_abs(out[0] - at::tensor({0.25 * all, all}, d)), 1e-14);
+  EXPECT_LT(max_abs(out[1] - at::tensor({all}, d)), 1e-14);
+  EXPECT_LT(max_abs(out[2] - at::tensor({2.0 * all}, d)), 1e-14);
+  EXPECT_LT(max_abs(out[3] - at::tensor({4.0 * all}, d)), 1e-14);
+  EXPECT_LT(max_abs(out[4] - at::tensor({0.5 * all}, d)), 1e-14);
+  // One loss only: the estimates come back bit for bit (so `balanced` is `estimated` there).
+  const std::vector<TaskGroup> binary{TaskGroup(GroupType::binary, 3), TaskGroup(GroupType::binary, 1)};
+  const std::vector<at::Tensor> b{at::tensor({0.3, 0.05, 0.21}, d), at::tensor({0.9}, d)};
+  const std::vector<at::Tensor> same = normalise_per_loss(binary, b, true);
+  EXPECT_TRUE(at::equal(same[0], b[0]));
+  EXPECT_TRUE(at::equal(same[1], b[1]));
+  EXPECT_EQ(parse_observation_noise("balanced"), ObservationNoise::balanced);
+  EXPECT_EQ(to_string(ObservationNoise::balanced), "balanced");
+}
+
 TEST(BayesAggVariants, NormalisedNoiseKeepsTheRatiosOfTheEstimates) {
   const MixedSetup s;
   BayesAgg est(s.groups, 4, BayesAggOptions().noise(ObservationNoise::estimated).seed(1));

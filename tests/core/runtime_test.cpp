@@ -15,6 +15,11 @@ TEST(Runtime, ThreadCountsAreBoundedAndNeverTruncated) {
   const int64_t hw = std::max(1u, std::thread::hardware_concurrency());
   EXPECT_EQ(max_threads(), std::min<int64_t>(1024, std::max<int64_t>(4, 4 * hw)));
   EXPECT_EQ(resolve_threads(0), hw);
+  // Ranks sharing the machine split it (at least one thread each); an explicit count is kept.
+  EXPECT_EQ(resolve_threads(0, 2), std::max<int64_t>(1, hw / 2));
+  EXPECT_EQ(resolve_threads(0, 4 * hw), 1);
+  EXPECT_EQ(resolve_threads(3, 2), 3);
+  EXPECT_THROW(resolve_threads(0, 0), c10::Error);
   EXPECT_EQ(resolve_threads(1), 1);
   EXPECT_EQ(resolve_threads(max_threads()), max_threads());
   // 4294967297 = 2^32 + 1 was truncated to 1 thread.

@@ -10,7 +10,11 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include <torch/serialize/archive.h>
+
 #include <future>
+#include <memory>
+#include <sstream>
 
 namespace bayesagg {
 namespace {
@@ -152,6 +156,113 @@ TEST(DistBayesAgg, RunningStatisticsAndNormalisedNoiseOnTwoRanksEqualOneProcess)
                                  .refresh(PosteriorRefresh::running)
                                  .noise(ObservationNoise::normalised)
                                  .weighting(Weighting::snr));
+}
+
+/// A rank's BayesAgg after a warm-up epoch on rows [begin, end) and one step on the same rows of
+/// the next batch (the step draws from the rank's generator).
+std::unique_ptr<BayesAgg> rank_after_a_step(const Problem& p, int64_t rank, int64_t begin,
+                                            int64_t end, DistGroup& group) {
+  auto agg = std::make_unique<BayesAgg>(
+      p.groups, p.d, BayesAggOptions().seed(static_cast<uint64_t>(7 + rank)));
+  agg->set_reducer([&group](const std::vector<at::Tensor>& t, const char* what) {
+    group.all_reduce(t, ReduceMode::sum, what);
+  });
+  agg->set_process(rank, 2);
+  Labels y_epoch, y_batch;
+  for (const auto& l : p.y_epoch) y_epoch.push_back(l.slice(0, begin, end));
+  for (const auto& l : p.y_batch) y_batch.push_back(l.slice(0, begin, end));
+  agg->reserve(end - begin);
+  agg->observe(p.h_epoch.slice(0, begin, end), y_epoch);
+  agg->end_epoch();
+  const at::Tensor rep = p.h_batch.slice(0, begin, end).clone().requires_grad_(true);
+  agg->backward(rep.sum(1).pow(2).mean().unsqueeze(0), p.heads, rep, y_batch);
+  return agg;
+}
+
+/// What `gather_for_checkpoint` hands to the gatherer: the rank-local state, in order.
+std::vector<at::Tensor> local_state(BayesAgg& agg) {
+  std::vector<at::Tensor> seen;
+  agg.gather_for_checkpoint([&seen](const at::Tensor& t, const char*) {
+    seen.push_back(t.clone());
+    return t;  // one process's "concatenation"
+  });
+  return seen;
+}
+
+TEST(DistBayesAgg, ACheckpointOfTwoRanksGivesEachRankBackItsOwnShardAndGenerator) {
+  const Problem p;
+  const int64_t cut = 50;
+  StoreHost host(0, 30.0);
+  std::string archive;
+  std::vector<at::Tensor> state[2];
+  std::vector<std::future<std::string>> ranks;
+  for (int64_t rank = 0; rank < 2; ++rank) {
+    ranks.push_back(std::async(std::launch::async, [&, rank]() -> std::string {
+      try {
+        DistGroup group(DistOptions().rank(rank).world_size(2).master_port(host.port())
+                            .timeout(30.0).host_store(false));
+        auto agg = rank_after_a_step(p, rank, rank == 0 ? 0 : cut, rank == 0 ? cut : p.n, group);
+        agg->gather_for_checkpoint([&](const at::Tensor& t, const char* what) {
+          state[rank].push_back(t.clone());
+          return group.all_gather(t, what);
+        });
+        if (rank == 0) {
+          torch::serialize::OutputArchive out;
+          agg->save(out);
+          std::ostringstream bytes;
+          out.save_to(bytes);
+          archive = bytes.str();
+        }
+        return "";
+      } catch (const c10::Error& e) {
+        return e.msg();
+      }
+    }));
+  }
+  for (auto& f : ranks) ASSERT_EQ(f.get(), "");
+  // Per epoch (this one holds the step's batch) the row count, the features and the two groups'
+  // labels, then the generator: 2 x (1 + 1 + 2) + 1.
+  ASSERT_EQ(state[0].size(), 9u);
+  for (int64_t rank = 0; rank < 2; ++rank) {
+    BayesAgg restored(p.groups, p.d);
+    restored.set_process(rank, 2);
+    std::istringstream bytes(archive);
+    torch::serialize::InputArchive in;
+    in.load_from(bytes);
+    restored.load(in);
+    const std::vector<at::Tensor> got = local_state(restored);
+    ASSERT_EQ(got.size(), state[rank].size()) << rank;
+    for (size_t k = 0; k < got.size(); ++k) {
+      EXPECT_TRUE(at::equal(got[k], state[rank][k])) << "rank " << rank << ", part " << k;
+    }
+  }
+  EXPECT_FALSE(at::equal(state[0].back(), state[1].back())) << "the generators should differ";
+  // One process cannot take a two-process checkpoint.
+  BayesAgg single(p.groups, p.d);
+  std::istringstream bytes(archive);
+  torch::serialize::InputArchive in;
+  in.load_from(bytes);
+  try {
+    single.load(in);
+    FAIL() << "a two-process checkpoint loaded on one process";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.msg()).find("written by a run of 2 process(es) but this one has 1"),
+              std::string::npos) << e.msg();
+  }
+}
+
+TEST(DistBayesAgg, SavingOnTwoProcessesWithoutGatheringIsRefused) {
+  BayesAgg agg({TaskGroup(GroupType::binary, 2)}, 3);
+  agg.set_process(0, 2);
+  torch::serialize::OutputArchive out;
+  try {
+    agg.save(out);
+    FAIL() << "saved a two-process state without gathering it";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.msg()).find("call gather_for_checkpoint"), std::string::npos)
+        << e.msg();
+  }
+  EXPECT_THROW(agg.set_process(2, 2), c10::Error);
 }
 
 TEST(DistBayesAgg, CentreModeIsRefusedWithAReducer) {

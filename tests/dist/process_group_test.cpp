@@ -119,8 +119,8 @@ TEST(DistGroup, ALostRankStopsTheOtherWithinTheTimeoutNamingIt) {
 }
 
 TEST(DistOptions, ReadsTheTorchrunEnvironment) {
-  for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                        "TORCHELASTIC_USE_AGENT_STORE"}) {
+  for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                        "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE"}) {
     unsetenv(v);
   }
   EXPECT_FALSE(dist_options_from_env(10.0).has_value());
@@ -138,6 +138,12 @@ TEST(DistOptions, ReadsTheTorchrunEnvironment) {
   EXPECT_EQ(o.master_port(), 29612);
   EXPECT_EQ(o.timeout(), 12.5);
   EXPECT_FALSE(o.host_store());
+  EXPECT_EQ(o.local_world_size(), 1);  // unset: one rank on this machine
+  setenv("LOCAL_WORLD_SIZE", "2", 1);
+  EXPECT_EQ(dist_options_from_env(10.0)->local_world_size(), 2);
+  setenv("LOCAL_WORLD_SIZE", "5", 1);
+  EXPECT_THROW(dist_options_from_env(10.0), c10::Error);  // more than the world
+  setenv("LOCAL_WORLD_SIZE", "2", 1);
   setenv("RANK", "0", 1);
   EXPECT_TRUE(dist_options_from_env(10.0)->host_store());
   setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
@@ -149,8 +155,8 @@ TEST(DistOptions, ReadsTheTorchrunEnvironment) {
   } catch (const c10::Error& e) {
     EXPECT_NE(e.msg().find("rank 4: expected 0 to 3"), std::string::npos) << e.msg();
   }
-  for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                        "TORCHELASTIC_USE_AGENT_STORE"}) {
+  for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                        "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE"}) {
     unsetenv(v);
   }
 }

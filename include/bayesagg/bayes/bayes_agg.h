@@ -63,8 +63,14 @@ enum class ObservationNoise {
   /// errors and cross-entropies are not in one unit, and `estimated` lets whichever loss is
   /// numerically smaller dominate). A loss with a single task keeps the fixed noise.
   normalised,
+  /// `normalised`, then multiplied by the geometric mean of the estimates of every task (all
+  /// losses): the losses are put on one scale (their geometric means made equal) while the
+  /// overall size of the estimates is `estimated`'s (and with it the step that grows as the heads
+  /// fit). With a single loss (synthetic-regression, multi-fashion, fashion-binary) it is
+  /// `estimated`, bit for bit; it differs only where losses mix (multi-fashion-mixed, UTKFace).
+  balanced,
 };
-/// `fixed` / `estimated` / `normalised`.
+/// `fixed` / `estimated` / `normalised` / `balanced`.
 ObservationNoise parse_observation_noise(const std::string& name);
 std::string to_string(ObservationNoise noise);
 
@@ -278,6 +284,15 @@ class BayesAgg {
   /// so that the processes' gradients sum to the one-process gradient. The per-example moments
   /// stay local. `centre = mode` iterates on local data and is refused.
   void set_reducer(TensorReducer reducer);
+  /// Data-parallel checkpoints. Each process keeps its own shard of both epochs' collected
+  /// features and its own Monte-Carlo generator; the rest of the state is the same on every
+  /// process. `gather_for_checkpoint` (a collective: every process calls it, after the step and
+  /// before process 0 saves) concatenates the shards and generator states with `gather`, so
+  /// that process 0's `save` writes every process's part. `load` on process `rank` of
+  /// `world_size` (set here) then takes back its own part; a checkpoint written by another
+  /// number of processes is refused.
+  void set_process(int64_t rank, int64_t world_size);
+  void gather_for_checkpoint(const TensorGatherer& gather);
   /// Full-data posteriors of the current epoch (empty before its first step).
   const std::vector<GaussianPosterior>& current_full_data_posteriors() const { return full_; }
 
@@ -324,6 +339,20 @@ class BayesAgg {
 
   std::function<void(std::vector<PosteriorStats>&)> reducer_;
   TensorReducer tensor_reducer_;
+
+  /// Every process's rank-local state, gathered for process 0's checkpoint.
+  struct GatheredState {
+    int64_t step = -1;  ///< `stats_.steps` when gathered (a stale gathering is refused)
+    EpochStore current, previous;
+    at::Tensor current_rows, previous_rows;  ///< [world size] rows of each process
+    at::Tensor generators;                   ///< [world size, state bytes]
+  };
+  int64_t rank_ = 0, world_size_ = 1;
+  GatheredState gathered_;
+  /// Saves the state of every process (world size > 1) from `gathered_`.
+  void save_gathered(torch::serialize::OutputArchive& archive) const;
+  /// Takes this process's rows and generator from a checkpoint written with `save_gathered`.
+  void load_own_part(torch::serialize::InputArchive& archive);
 };
 
 }  // namespace bayesagg

@@ -133,8 +133,11 @@ at::Tensor task_noise(const TaskGroup& group, const at::Tensor& features, const 
 
 /// `noise = normalised`: each group's noise estimates [T_g] (positive) divided by the geometric
 /// mean of the estimates of all tasks of the same group type (regression, binary, multiclass),
-/// over every group of that type. Undefined entries stay undefined.
+/// over every group of that type. Undefined entries stay undefined. With `keep_overall_scale`
+/// (`noise = balanced`) they are then multiplied by the geometric mean over every task of every
+/// type: a single type's estimates come back unchanged (the factor is exactly 1).
 std::vector<at::Tensor> normalise_per_loss(const std::vector<TaskGroup>& groups,
-                                           const std::vector<at::Tensor>& noise);
+                                           const std::vector<at::Tensor>& noise,
+                                           bool keep_overall_scale = false);
 
 }  // namespace bayesagg

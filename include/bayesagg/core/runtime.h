@@ -9,13 +9,15 @@ namespace bayesagg {
 /// threads than cores only add contention; a typo such as 1000 would start over a thousand.
 int64_t max_threads();
 
-/// The thread count for a requested one: 0 = all hardware threads; throws (naming the limit)
-/// below 0 or above `max_threads()`. Takes int64 so that 4294967297 is refused, not truncated.
-int resolve_threads(int64_t requested);
+/// The thread count for a requested one: 0 = this process's share of the hardware threads when
+/// `processes_on_machine` processes share the machine (all of them for one; at least 1); throws
+/// (naming the limit) below 0 or above `max_threads()`. Takes int64 so that 4294967297 is
+/// refused, not truncated.
+int resolve_threads(int64_t requested, int64_t processes_on_machine = 1);
 
-/// Sets LibTorch's intra-op threads (0 = all cores; LibTorch uses one thread by default on
+/// Sets LibTorch's intra-op threads (`resolve_threads`; LibTorch uses one thread by default on
 /// Debian's build) and returns the number used. Throws as `resolve_threads`.
-int set_threads(int64_t threads);
+int set_threads(int64_t threads, int64_t processes_on_machine = 1);
 
 /// Keeps freed memory in the process instead of returning it to the kernel (glibc `mallopt`:
 /// large mmap threshold, no heap trimming). LibTorch's CPU allocator frees every temporary; with

@@ -32,6 +32,9 @@ struct DistOptions {
   TORCH_ARG(int64_t, world_size) = 1;
   /// The rank among the processes of this machine (torchrun's LOCAL_RANK; selects the GPU).
   TORCH_ARG(int64_t, local_rank) = 0;
+  /// The number of ranks on this machine (torchrun's LOCAL_WORLD_SIZE): `--threads 0` gives each
+  /// its share of the cores.
+  TORCH_ARG(int64_t, local_world_size) = 1;
   /// Host of the c10d TCPStore (rank 0's machine, or torchrun's agent).
   TORCH_ARG(std::string, master_addr) = "127.0.0.1";
   /// Port of the TCPStore.
@@ -43,8 +46,8 @@ struct DistOptions {
   TORCH_ARG(bool, host_store) = true;
 };
 
-/// The torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT,
-/// TORCHELASTIC_USE_AGENT_STORE) with `timeout` seconds; nullopt when neither RANK nor
+/// The torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+/// MASTER_PORT, TORCHELASTIC_USE_AGENT_STORE) with `timeout` seconds; nullopt when neither RANK nor
 /// WORLD_SIZE is set. Throws when they are set but malformed or incomplete.
 std::optional<DistOptions> dist_options_from_env(double timeout);
 
