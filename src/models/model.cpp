@@ -1,6 +1,7 @@
 #include "bayesagg/models/model.h"
 
 #include "bayesagg/data/paper/qm9.h"
+#include "bayesagg/models/sync_batchnorm.h"
 #include "nets.h"
 
 #include <ATen/ATen.h>
@@ -259,6 +260,19 @@ void MultiTaskModel::train(bool on) {
 }
 
 bool MultiTaskModel::is_training() const { return impl_->training; }
+
+bool MultiTaskModel::has_batchnorm() const {
+  for (const auto& module : impl_->trunk->modules()) {
+    if (module->as<SyncBatchNorm2dImpl>() != nullptr) return true;
+  }
+  return false;
+}
+
+void MultiTaskModel::set_batchnorm_reducer(TensorReducer reducer) {
+  for (const auto& module : impl_->trunk->modules()) {
+    if (auto* bn = module->as<SyncBatchNorm2dImpl>()) bn->set_reducer(reducer);
+  }
+}
 
 void MultiTaskModel::save(torch::serialize::OutputArchive& archive) const {
   for (const auto& item : impl_->trunk->named_parameters()) {

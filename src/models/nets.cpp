@@ -2,12 +2,12 @@
 
 #include "bayesagg/core/checksum.h"
 #include "bayesagg/core/files.h"
+#include "bayesagg/models/sync_batchnorm.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/nn/modules/activation.h>
-#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
@@ -70,7 +70,7 @@ class CifarCnn : public TrunkNet {
       w /= 3;
     }
     TORCH_CHECK(h >= 1 && w >= 1, "the cifar-cnn trunk needs images of at least 27x27");
-    bn_ = register_module("bn", nn::BatchNorm2d(nn::BatchNorm2dOptions(c)));
+    bn_ = register_module("bn", SyncBatchNorm2d(c));
   }
   at::Tensor forward_tensor(const at::Tensor& inputs) override {
     at::Tensor x = inputs;
@@ -80,7 +80,7 @@ class CifarCnn : public TrunkNet {
 
  private:
   std::vector<nn::Conv2d> convs_;
-  nn::BatchNorm2d bn_{nullptr};
+  SyncBatchNorm2d bn_{nullptr};
 };
 
 // ------------------------------------------------------------------ ResNet
@@ -102,13 +102,13 @@ class BasicBlockImpl : public nn::Module {
  public:
   BasicBlockImpl(int64_t in, int64_t out, int64_t stride, at::Generator& gen) {
     conv1_ = register_module("conv1", conv_no_bias(in, out, 3, stride, 1, gen));
-    bn1_ = register_module("bn1", nn::BatchNorm2d(out));
+    bn1_ = register_module("bn1", SyncBatchNorm2d(out));
     conv2_ = register_module("conv2", conv_no_bias(out, out, 3, 1, 1, gen));
-    bn2_ = register_module("bn2", nn::BatchNorm2d(out));
+    bn2_ = register_module("bn2", SyncBatchNorm2d(out));
     if (stride != 1 || in != out) {
       nn::Sequential ds;
       ds->push_back(conv_no_bias(in, out, 1, stride, 0, gen));
-      ds->push_back(nn::BatchNorm2d(out));
+      ds->push_back(SyncBatchNorm2d(out));
       downsample_ = register_module("downsample", ds);
     }
   }
@@ -120,7 +120,7 @@ class BasicBlockImpl : public nn::Module {
 
  private:
   nn::Conv2d conv1_{nullptr}, conv2_{nullptr};
-  nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr};
+  SyncBatchNorm2d bn1_{nullptr}, bn2_{nullptr};
   nn::Sequential downsample_{nullptr};
 };
 
@@ -128,7 +128,7 @@ class ResNetEncoderImpl : public nn::Module {
  public:
   ResNetEncoderImpl(const std::vector<int>& blocks, int64_t in, at::Generator& gen) {
     conv1_ = register_module("conv1", conv_no_bias(in, 64, 7, 2, 3, gen));
-    bn1_ = register_module("bn1", nn::BatchNorm2d(64));
+    bn1_ = register_module("bn1", SyncBatchNorm2d(64));
     int64_t ch = 64;
     for (size_t l = 0; l < 4; ++l) {
       const int64_t out = 64 << l;
@@ -149,7 +149,7 @@ class ResNetEncoderImpl : public nn::Module {
 
  private:
   nn::Conv2d conv1_{nullptr};
-  nn::BatchNorm2d bn1_{nullptr};
+  SyncBatchNorm2d bn1_{nullptr};
   std::vector<nn::Sequential> layers_;
 };
 

@@ -35,7 +35,9 @@ void init_default(at::Tensor weight, at::Tensor bias, at::Generator& gen);
 std::shared_ptr<TrunkNet> sequential_trunk(torch::nn::Sequential seq);
 
 /// CIFAR-MTL: three blocks Conv 3×3 (reflect pad 1) → ELU → MaxPool 3 with in→c→c→c channels,
-/// BatchNorm(c), flatten (c × 1 × 1 for 32×32 inputs).
+/// BatchNorm(c), flatten (c × 1 × 1 for 32×32 inputs). Here and in the ResNets every BatchNorm is
+/// a `SyncBatchNorm2d` (bayesagg/models/sync_batchnorm.h; `MultiTaskModel::set_batchnorm_reducer`
+/// sets their reducer).
 std::shared_ptr<TrunkNet> cifar_cnn(int64_t in_channels, int64_t channels, int64_t height,
                                     int64_t width, at::Generator& gen);
 

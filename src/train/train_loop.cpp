@@ -333,8 +333,14 @@ void TrainLoop::build_model_and_method() {
   wants_losses_after_ = method_->needs().count(Need::losses_after_step) > 0;
   posterior_eval_ = o_.resolved_eval_regression() == "posterior" &&
                     dynamic_cast<BayesAggMethod*>(method_.get());
-  batchnorm_ = model_->trunk_name() == "cifar-cnn" || model_->trunk_name() == "resnet18" ||
-               model_->trunk_name() == "resnet34";
+  batchnorm_ = model_->has_batchnorm();
+  if (batchnorm_ && dist_) {
+    // Synchronised BatchNorm: the global batch's statistics (one all-reduce per layer forward,
+    // one per backward pass through it).
+    model_->set_batchnorm_reducer([this](const std::vector<at::Tensor>& t, const char* what) {
+      dist_->all_reduce(t, ReduceMode::sum, what);
+    });
+  }
   shuffle_ = at::make_generator<at::CPUGeneratorImpl>(derive_seed(o_.seed(), 2));
   method_reduces_trunk_ = method_->needs().count(Need::shared_grads) > 0;
   config_ = options_to_json(o_);
@@ -465,8 +471,10 @@ double TrainLoop::set_learning_rates(int64_t e) {
 TrainLoop::EpochPlan TrainLoop::plan_epoch(int64_t e) {
   const EpochBatches batches(data_.train->size(), o_.batch_size(), shuffle_);
   int64_t nb = batches.num_batches();
-  // BatchNorm cannot normalise a single item in training mode: a last batch of one item is
-  // left out of the epoch (as a data loader's drop_last would).
+  // BatchNorm cannot normalise a single item in training mode: a last (global) batch of one item
+  // is left out of the epoch (as a data loader's drop_last would). Data-parallel, a rank's shard
+  // may hold a single item: the synchronised BatchNorm normalises with the global batch's
+  // statistics, which need more than one item in the global batch only.
   if (batchnorm_ && nb > 1 && batches[nb - 1].size(0) == 1) --nb;
   EpochPlan plan;
   for (int64_t s = 0; s < nb; ++s) {
@@ -478,7 +486,11 @@ TrainLoop::EpochPlan TrainLoop::plan_epoch(int64_t e) {
     plan.items += batch.size(0);
     plan.global_sizes.push_back(batch.size(0));
     plan.batches.push_back(dist_ ? shard(batch) : batch);
-    plan.seeds.push_back(augment_seed(o_.seed(), e, s));
+    uint64_t seed = augment_seed(o_.seed(), e, s);
+    // Data-parallel: each rank augments its shard from its own stream (rank 0 the one-process
+    // one), not from copies of one stream that would give the shards' i-th items the same draws.
+    if (dist_ && dist_->rank() > 0) seed = derive_seed(seed, static_cast<uint64_t>(dist_->rank()));
+    plan.seeds.push_back(seed);
   }
   return plan;
 }
@@ -859,9 +871,6 @@ void TrainLoop::check_data_parallel() const {
               "shared parameters (docs/distributed.md)");
   TORCH_CHECK(device_.is_cpu(), "data-parallel training runs on cpu (Gloo); --device ",
               o_.device(), " needs NCCL, which this LibTorch build does not have");
-  TORCH_CHECK(!batchnorm_, "data-parallel training of the ", model_->trunk_name(),
-              " trunk: its BatchNorm statistics would be per rank (no SyncBatchNorm yet), so "
-              "the run would not equal the one-process run; docs/distributed.md");
   TORCH_CHECK(o_.batch_size() >= world_size(), "--batch-size ", o_.batch_size(),
               " is smaller than the ", world_size(), " data-parallel ranks");
   TORCH_CHECK(data_.val->size() >= world_size() && data_.test->size() >= world_size(),

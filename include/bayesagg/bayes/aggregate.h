@@ -2,10 +2,11 @@
 /// Combining per-task gradient moments into dL/dh: the reference's tempered precision weighting
 /// (spec section 5) and two weightings that do not reward vanishing gradients.
 
+#include "bayesagg/core/reducer.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <string>
-#include <functional>
 #include <vector>
 
 namespace bayesagg {
@@ -57,16 +58,6 @@ at::Tensor aggregation_weights(const std::vector<at::Tensor>& tempered_vars);
 /// variances [B, T_g, d].
 at::Tensor aggregate(const std::vector<at::Tensor>& means,
                      const std::vector<at::Tensor>& tempered_vars);
-
-/// Sums tensors in place over the processes of a data-parallel run (every process then holds the
-/// sums); `what` names the values in errors. Every process must call it in the same order.
-using TensorReducer =
-    std::function<void(const std::vector<at::Tensor>& tensors, const char* what)>;
-
-/// Every process's `tensor` concatenated in rank order along the first dimension (which may
-/// differ between processes); `what` names the values in errors. A collective: every process must
-/// call it in the same order.
-using TensorGatherer = std::function<at::Tensor(const at::Tensor& tensor, const char* what)>;
 
 /// dL/dh [B, d] with one weight per task: w_t = (1 / mean_{i,j} v_t) / sum_u (1 / mean_{i,j} v_u),
 /// dL/dh = sum_t w_t mu_t / B, from per-group means and tempered variances [B, T_g, d]. With

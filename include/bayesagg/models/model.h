@@ -29,10 +29,14 @@
 ///
 /// Trunks with BatchNorm (`cifar-cnn`, `resnet*`) behave differently in training and evaluation
 /// mode (`train(false)` uses the running statistics); their running statistics are saved and
-/// loaded with the parameters.
+/// loaded with the parameters. Their BatchNorm layers are `SyncBatchNorm2d`s
+/// (bayesagg/models/sync_batchnorm.h: torch::nn::BatchNorm2d's names, defaults and, on one
+/// process, computation): in data-parallel training (`set_batchnorm_reducer`) they normalise each
+/// process's shard with the statistics of the global batch.
 ///
 /// The implementation (torch::nn modules) is private: this header stays light.
 
+#include "bayesagg/core/reducer.h"
 #include "bayesagg/core/serialize_fwd.h"
 #include "bayesagg/core/task_group.h"
 
@@ -134,9 +138,22 @@ class MultiTaskModel {
   /// Moves every parameter to `device`.
   void to(const c10::Device& device);
   /// Training (true) or evaluation mode (the default networks behave the same in both; BatchNorm
-  /// uses batch statistics in training and running statistics in evaluation).
+  /// uses batch statistics in training, those of the global batch with
+  /// `set_batchnorm_reducer`, and running statistics in evaluation).
   void train(bool on = true);
   bool is_training() const;
+
+  /// Whether the trunk has BatchNorm layers (`cifar-cnn`, `resnet18`, `resnet34`).
+  bool has_batchnorm() const;
+  /// Data-parallel training: `reducer` sums tensors over the processes, each of which holds a
+  /// shard of every global batch. In training mode every BatchNorm layer of the trunk then
+  /// normalises with the global batch's mean and variance and updates its running statistics
+  /// with them: per layer of C channels, one reduction of 2C + 1 values (float64) in the forward
+  /// pass and one in every backward pass through it, in the order of the layers, so every
+  /// process must run the same forward and backward passes. Evaluation mode communicates
+  /// nothing. The processes then train as one process on the global batch. An empty reducer
+  /// returns to per-process statistics. No effect on trunks without BatchNorm.
+  void set_batchnorm_reducer(TensorReducer reducer);
 
   /// Writes every parameter (and BatchNorm statistic) under `trunk.*` and
   /// `head.<g>.{weight,bias}`.
