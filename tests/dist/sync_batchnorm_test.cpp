@@ -4,6 +4,7 @@
 #include "bayesagg/dist/process_group.h"
 #include "bayesagg/models/model.h"
 #include "bayesagg/models/sync_batchnorm.h"
+#include "run_ranks.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -11,32 +12,15 @@
 #include <torch/nn/modules/batchnorm.h>
 
 #include <functional>
-#include <future>
 #include <string>
 #include <vector>
 
 namespace bayesagg {
 namespace {
 
-/// Runs `body(group)` on `world` ranks (threads of this process); each rank's error ("" if none).
+/// `body(group)` on `world` ranks (threads of this process); each rank's error ("" if none).
 std::vector<std::string> run_ranks(int64_t world, const std::function<void(DistGroup&)>& body) {
-  StoreHost host(0, 30.0);
-  std::vector<std::future<std::string>> ranks;
-  for (int64_t r = 0; r < world; ++r) {
-    ranks.push_back(std::async(std::launch::async, [&, r]() -> std::string {
-      try {
-        DistGroup group(DistOptions().rank(r).world_size(world).master_port(host.port())
-                            .timeout(30.0).host_store(false));
-        body(group);
-        return "";
-      } catch (const c10::Error& e) {
-        return e.msg();
-      }
-    }));
-  }
-  std::vector<std::string> errors;
-  for (auto& f : ranks) errors.push_back(f.get());
-  return errors;
+  return testing::run_ranks(world, 30.0, body);
 }
 
 TensorReducer reducer_of(DistGroup& g) {
