@@ -210,13 +210,30 @@ void IgbV2Method::backward(Step& step) {
 // ---------------------------------------------------------------- gradient methods
 
 GradientMethod::GradientMethod(std::string name, std::unique_ptr<Aggregator> aggregator,
-                               GradientLevel level, HeadGradient heads, bool log_losses)
+                               GradientLevel level, HeadGradient heads, bool log_losses,
+                               bool gram_only)
     : name_(std::move(name)),
       aggregator_(std::move(aggregator)),
       level_(level),
       heads_(heads),
-      log_losses_(log_losses) {
+      log_losses_(log_losses),
+      gram_only_(gram_only) {
   TORCH_CHECK(aggregator_ != nullptr, name_, ": no aggregator");
+}
+
+GradientAggregate GradientMethod::aggregate_from_gram(const at::Tensor& G, Step& step) {
+  const int64_t T = G.size(0);
+  const at::Tensor rows = G.reshape({T, -1});
+  at::Tensor A = at::mm(rows, rows.t()).contiguous();
+  step.reduce_gram(A);
+  // Any L with L Lᵀ = A has the same Gram matrix, so the aggregator gives the weights of the
+  // whole batch's gradients: L = V sqrt(max(λ, 0)) from A's eigendecomposition.
+  A = 0.5 * (A + A.t());
+  auto [lambda, V] = at::linalg_eigh(A);
+  const at::Tensor L = V * lambda.clamp_min(0.0).sqrt().unsqueeze(0);
+  GradientAggregate agg = aggregator_->aggregate(L.reshape({T, 1, T}), at::Tensor());
+  agg.direction = at::matmul(agg.weights.to(rows.scalar_type()), rows);
+  return agg;
 }
 
 std::string GradientMethod::describe() const {
@@ -291,8 +308,12 @@ void GradientMethod::backward(Step& step) {
     }
     const at::Tensor G = at::stack(rows);  // [T, ...h]
     const at::Tensor G3 = h.dim() == 2 ? G : G.reshape({T, 1, -1});
+    TORCH_CHECK(!step.reduce_gram || gram_only_, name_, " is not data-parallel: its weights need "
+                "every example's gradients, not only their Gram matrix");
     const GradientAggregate agg =
-        aggregator_->aggregate(G3, h.dim() == 2 ? h.detach() : h.detach().reshape({1, -1}));
+        step.reduce_gram
+            ? aggregate_from_gram(G, step)
+            : aggregator_->aggregate(G3, h.dim() == 2 ? h.detach() : h.detach().reshape({1, -1}));
     weights = agg.weights;
     direction = agg.direction;
     if (!heads.empty()) {
@@ -339,8 +360,10 @@ std::unique_ptr<Method> make_baseline_method(const std::string& name,
   if (name == "famo") return std::make_unique<FamoMethod>(T, wo.famo());
   if (name == "igbv2") return std::make_unique<IgbV2Method>(T, wo.igbv2(), seed);
 
-  const auto gradient = [&](std::unique_ptr<Aggregator> agg, GradientLevel level, bool logs = false) {
-    return std::make_unique<GradientMethod>(name, std::move(agg), level, go.heads(), logs);
+  const auto gradient = [&](std::unique_ptr<Aggregator> agg, GradientLevel level, bool logs = false,
+                            bool gram_only = false) {
+    return std::make_unique<GradientMethod>(name, std::move(agg), level, go.heads(), logs,
+                                            gram_only);
   };
   const auto function = [](std::string d, FunctionAggregator::Fn fn) {
     return std::make_unique<FunctionAggregator>(std::move(d), std::move(fn));
@@ -351,7 +374,8 @@ std::unique_ptr<Method> make_baseline_method(const std::string& name,
                                  "(min-norm, active set, tolerance " + fmt(o.solver().tolerance()) +
                                  (o.scale_by_tasks() ? ", weights x T" : "") + ")",
                              [o](const at::Tensor& G) { return mgda(G, o); }),
-                    name == "mgda" ? GradientLevel::shared : GradientLevel::representation);
+                    name == "mgda" ? GradientLevel::shared : GradientLevel::representation,
+                    /*logs=*/false, /*gram_only=*/true);
   }
   if (name == "pcgrad") {
     return gradient(std::make_unique<PcGradAggregator>(go.pcgrad(), seed), GradientLevel::shared);
@@ -392,7 +416,8 @@ std::unique_ptr<Method> make_baseline_method(const std::string& name,
     return gradient(function(std::string("Aligned-MTL") + (name == "alignedmtlub" ? "-UB" : "") +
                                  "(scale=" + scale + ")",
                              [o](const at::Tensor& G) { return aligned_mtl(G, o); }),
-                    name == "alignedmtl" ? GradientLevel::shared : GradientLevel::representation);
+                    name == "alignedmtl" ? GradientLevel::shared : GradientLevel::representation,
+                    /*logs=*/false, /*gram_only=*/true);
   }
   if (name == "dbmtl") {
     return gradient(std::make_unique<DbMtlAggregator>(go.dbmtl()), GradientLevel::shared,

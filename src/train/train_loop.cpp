@@ -10,6 +10,7 @@
 #include "bayesagg/data/paper/paper.h"
 #include "bayesagg/data/paper/qm9.h"
 #include "bayesagg/data/paper/utkface.h"
+#include "bayesagg/methods/baselines.h"
 #include "bayesagg/train/metrics.h"
 #include "bayesagg/train/trainer.h"
 
@@ -559,6 +560,9 @@ const StepRecord& TrainLoop::train_step(const ModelBatch& batch, int64_t global_
     step.reduce_task_gradients = [this](const at::Tensor& g) {
       dist_->all_reduce({g}, ReduceMode::sum, "per-task gradients");
     };
+    step.reduce_gram = [this](const at::Tensor& gram) {
+      dist_->all_reduce({gram}, ReduceMode::sum, "the Gram matrix of the per-task gradients");
+    };
   }
   step.representation = h;
   step.heads = model_->heads();
@@ -864,11 +868,13 @@ void TrainLoop::check_data_parallel() const {
   const bool reps = needs.count(Need::representation_grads) > 0;
   const bool features = needs.count(Need::features_and_labels) > 0;
   const bool bayes = dynamic_cast<const BayesAggMethod*>(method_.get()) != nullptr;
-  TORCH_CHECK(!reps && (!features || bayes), "--method ", o_.method(), " is not data-parallel "
-              "yet: representation-level gradient methods aggregate per-example gradients of "
-              "the whole batch; data-parallel training runs ls, bayesagg, bayesagg-reference, the "
-              "loss weightings (si, rlw, dwa, uw, famo, igbv2) and the gradient methods on the "
-              "shared parameters (docs/distributed.md)");
+  const auto* gradient = dynamic_cast<const GradientMethod*>(method_.get());
+  const bool gram = gradient && gradient->data_parallel();
+  TORCH_CHECK((!reps || gram) && (!features || bayes), "--method ", o_.method(), " is not "
+              "data-parallel yet: it aggregates every example's gradients of the representation "
+              "(not only their Gram matrix, as mgdaub and alignedmtlub do); data-parallel "
+              "training runs ls, bayesagg, bayesagg-reference, the loss weightings, the gradient "
+              "methods on the shared parameters, mgdaub and alignedmtlub (docs/distributed.md)");
   TORCH_CHECK(device_.is_cpu(), "data-parallel training runs on cpu (Gloo); --device ",
               o_.device(), " needs NCCL, which this LibTorch build does not have");
   TORCH_CHECK(o_.batch_size() >= world_size(), "--batch-size ", o_.batch_size(),

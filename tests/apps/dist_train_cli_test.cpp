@@ -177,12 +177,19 @@ TEST(DistTrainCli, BayesAggWithThePosteriorModeIsRefused) {
   EXPECT_TRUE(contains(r.err, "rank 1 of 2 exited")) << r.err;
 }
 
-TEST(DistTrainCli, RepresentationLevelMethodsAreRefused) {
+// MGDA-UB and Aligned-MTL-UB weigh the per-task gradients of h through their Gram matrix only:
+// the ranks sum their [T, T] Gram matrices and each weighs its own rows.
+TEST(DistTrainCli, MgdaUbAndAlignedMtlUbOnSyntheticRegression) {
+  expect_two_ranks_equal_one({"synthetic-regression", "mgdaub", 300});
+  expect_two_ranks_equal_one({"synthetic-regression", "alignedmtlub", 300});
+}
+
+TEST(DistTrainCli, GradDropOnTheRepresentationIsRefused) {
   TempDir dir("bayesagg_dist_cli_");
-  const auto r = run_cli(train_args({"synthetic-regression", "mgdaub", 300}, dir.file("run")) +
+  const auto r = run_cli(train_args({"synthetic-regression", "graddrop", 300}, dir.file("run")) +
                          " --nproc 2 > /dev/null");
   EXPECT_NE(r.status, 0);
-  EXPECT_TRUE(contains(r.err, "--method mgdaub is not data-parallel yet")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--method graddrop is not data-parallel yet")) << r.err;
 }
 
 // ---------------------------------------------------------------- BatchNorm trunks

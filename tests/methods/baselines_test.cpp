@@ -170,6 +170,64 @@ TEST(Baselines, RepresentationLevelVariantBackpropagatesTheAggregatedDLdh) {
   EXPECT_LT((model.a.grad() - expected[1]).abs().max().item<double>(), 1e-6);
 }
 
+// Data-parallel MGDA-UB / Aligned-MTL-UB, one process emulating rank 0 of two: its step sees the
+// first 8 of 16 rows of h (the losses are the whole batch's, so its gradients of h are those rows
+// of the one-process ones), and `reduce_gram` adds the other rows' Gram matrix. The weights are
+// the one-process weights, and the trunk gets the one-process direction's first 8 rows.
+TEST(Baselines, RepresentationLevelWeightsFromTheRanksGramMatricesEqualOneProcess) {
+  for (const std::string name : {"mgdaub", "alignedmtlub"}) {
+    Tiny model(3);
+    auto r = gen(6);
+    const at::Tensor x = at::randn({16, 3}, r, at::kFloat);
+    const Labels y{at::randn({16, 2}, r, at::kFloat), at::bernoulli(at::full({16, 1}, 0.5), r)};
+    const auto losses_of = [&](const at::Tensor& h) {
+      std::vector<at::Tensor> l;
+      for (size_t g = 0; g < model.groups.size(); ++g) {
+        l.push_back(task_losses(model.groups[g], head_forward(model.heads[g], h), y[g]));
+      }
+      return at::cat(l);
+    };
+    // One process: the rows G [T, 16 * 4] and the aggregate.
+    const at::Tensor h_full = at::tanh(at::linear(x, model.A, model.a));
+    const at::Tensor l_full = losses_of(h_full);
+    std::vector<at::Tensor> rows;
+    for (int64_t t = 0; t < 3; ++t) {
+      rows.push_back(torch::autograd::grad({l_full[t]}, {h_full}, {}, true)[0].to(at::kDouble).reshape({-1}));
+    }
+    const at::Tensor G = at::stack(rows);
+    const GradientAggregate want = name == "mgdaub" ? mgda(G) : aligned_mtl(G);
+    const at::Tensor other = G.slice(1, 32, 64);
+    // Rank 0's step.
+    const at::Tensor h = at::tanh(at::linear(x, model.A, model.a));
+    const at::Tensor h0 = h.slice(0, 0, 8);
+    Step st;
+    st.representation = h0;
+    st.losses = losses_of(at::cat({h0, h.slice(0, 8, 16).detach()}));
+    st.heads = model.heads;
+    st.labels = y;
+    st.shared_parameters = {model.A, model.a};
+    st.reduce_gram = [&](const at::Tensor& A) { A.add_(at::mm(other, other.t())); };
+    const at::Tensor dh0 =
+        want.direction.reshape({16, 4}).slice(0, 0, 8).to(at::kFloat).contiguous();
+    const auto expected = torch::autograd::grad({h0}, {model.A, model.a}, {dh0}, true);
+    auto m = make_method(name, model.groups, 4, {});
+    m->backward(st);
+    const auto d = m->diagnostics();
+    for (int64_t t = 0; t < 3; ++t) {
+      EXPECT_NEAR(d.at("weight_" + std::to_string(t)), want.weights[t].item<double>(), 1e-9)
+          << name << " task " << t;
+    }
+    EXPECT_LT((model.A.grad() - expected[0]).abs().max().item<double>(), 1e-6) << name;
+    EXPECT_LT((model.a.grad() - expected[1]).abs().max().item<double>(), 1e-6) << name;
+  }
+  // GradDrop on the representation needs every example's gradients: refused with a reducer.
+  Tiny model(3);
+  auto m = make_method("graddrop", model.groups, 4, {});
+  Step st = model.step(6);
+  st.reduce_gram = [](const at::Tensor&) {};
+  EXPECT_THROW(m->backward(st), c10::Error);
+}
+
 TEST(Baselines, GradientsAccumulateIntoExistingGrad) {
   Tiny model(4);
   auto m = make_method("pcgrad", model.groups, 4, {});

@@ -170,8 +170,12 @@ enum class GradientLevel {
 /// `log_losses`, the objectives are `log(L_t + 1e-8)` instead of `L_t` (DB-MTL).
 class GradientMethod : public Method {
  public:
+  /// `gram_only`: the aggregator's weights depend on the task gradients only through their Gram
+  /// matrix G Gᵀ (MGDA, Aligned-MTL), so that on the representation a data-parallel run sums the
+  /// ranks' [T, T] Gram matrices (`Step::reduce_gram`) and each rank weighs its own rows.
   GradientMethod(std::string name, std::unique_ptr<Aggregator> aggregator, GradientLevel level,
-                 HeadGradient heads = HeadGradient::sum, bool log_losses = false);
+                 HeadGradient heads = HeadGradient::sum, bool log_losses = false,
+                 bool gram_only = false);
   std::string name() const override { return name_; }
   std::string describe() const override;
   std::set<Need> needs() const override;
@@ -181,13 +185,21 @@ class GradientMethod : public Method {
   void load(torch::serialize::InputArchive& archive) override;
   Aggregator& aggregator() { return *aggregator_; }
   GradientLevel level() const { return level_; }
+  /// Whether the method runs data-parallel: on the shared parameters always (the per-task
+  /// gradients are summed), on the representation when its weights need only the Gram matrix.
+  bool data_parallel() const { return level_ == GradientLevel::shared || gram_only_; }
 
  private:
+  /// Representation level: the weights from the Gram matrix summed over the ranks, applied to
+  /// this rank's rows `G` [T, B*d]; returns the aggregate (direction of this rank's rows).
+  GradientAggregate aggregate_from_gram(const at::Tensor& G, Step& step);
+
   std::string name_;
   std::unique_ptr<Aggregator> aggregator_;
   GradientLevel level_;
   HeadGradient heads_;
   bool log_losses_;
+  bool gram_only_;
   std::map<std::string, double> diagnostics_;
 };
 

@@ -47,6 +47,11 @@ struct Step {
   /// rank's `losses` carry its shard's share of the global batch's gradients). Unset in a
   /// one-process run. Methods with `Need::shared_grads` call it before they aggregate.
   std::function<void(const at::Tensor&)> reduce_task_gradients;
+  /// Data-parallel training: sums the [T, T] Gram matrix of the per-task gradients of h over the
+  /// ranks, in place (each rank holds its shard's rows of them). Unset in a one-process run.
+  /// Representation-level methods whose weights depend on the gradients only through their Gram
+  /// matrix (mgdaub, alignedmtlub) call it before they aggregate.
+  std::function<void(const at::Tensor&)> reduce_gram;
 };
 
 /// The interface of every multi-task method (LS, BayesAgg-MTL, ...).
