@@ -7,12 +7,41 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <algorithm>
+#include <utility>
 #include <cmath>
 #include <mutex>
 #include <ostream>
 
 namespace bayesagg {
 namespace {
+
+/// Linear indices (i n + j) of the upper triangle of an n x n matrix, diagonal included, and of
+/// the mirrored entries (j n + i).
+std::pair<at::Tensor, at::Tensor> upper_triangle_indices(int64_t n) {
+  const at::Tensor ij = at::triu_indices(n, n, 0, at::kLong);
+  return {ij[0] * n + ij[1], ij[1] * n + ij[0]};
+}
+
+/// The upper triangles of the symmetric matrices [..., n, n], flattened to [..., n (n + 1) / 2]:
+/// what a data-parallel run sends of the posterior's curvature (half the bytes).
+at::Tensor upper_triangle(const at::Tensor& m) {
+  const int64_t n = m.size(-1);
+  return m.flatten(-2).index_select(-1, upper_triangle_indices(n).first).contiguous();
+}
+
+/// The symmetric matrices [..., n, n] whose upper triangles are `packed` (`upper_triangle`'s
+/// inverse).
+at::Tensor from_upper_triangle(const at::Tensor& packed, int64_t n) {
+  const auto [upper, mirror] = upper_triangle_indices(n);
+  std::vector<int64_t> shape = packed.sizes().vec();
+  shape.back() = n * n;
+  at::Tensor out = at::empty(shape, packed.options());
+  out.index_copy_(-1, mirror, packed);
+  out.index_copy_(-1, upper, packed);
+  shape.back() = n;
+  shape.push_back(n);
+  return out.view(shape);
+}
 
 /// Runs `f(g)` for every group g, concurrently over the lanes of `concurrent_group_lanes` (one
 /// thread each) when there are several, else in order with every intra-op thread for each group's
@@ -490,7 +519,8 @@ void BayesAgg::reduce_statistics(std::vector<PosteriorStats>& stats, int64_t& ro
   std::vector<at::Tensor> parts;
   at::Tensor counts = at::empty({static_cast<int64_t>(stats.size()) + 1}, at::kLong);
   for (size_t g = 0; g < stats.size(); ++g) {
-    parts.push_back(stats[g].curvature);
+    // The curvature is symmetric: its upper triangle carries it in half the bytes.
+    parts.push_back(upper_triangle(stats[g].curvature));
     parts.push_back(stats[g].rhs);
     counts[static_cast<int64_t>(g)] = stats[g].count;
   }
@@ -498,6 +528,7 @@ void BayesAgg::reduce_statistics(std::vector<PosteriorStats>& stats, int64_t& ro
   parts.push_back(counts);
   tensor_reducer_(parts, what);
   for (size_t g = 0; g < stats.size(); ++g) {
+    stats[g].curvature = from_upper_triangle(parts[2 * g], stats[g].curvature.size(-1));
     stats[g].count = counts[static_cast<int64_t>(g)].item<int64_t>();
   }
   rows = counts[static_cast<int64_t>(stats.size())].item<int64_t>();

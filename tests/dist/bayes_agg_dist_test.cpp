@@ -246,6 +246,39 @@ TEST(DistBayesAgg, SavingOnTwoProcessesWithoutGatheringIsRefused) {
   EXPECT_THROW(agg.set_process(2, 2), c10::Error);
 }
 
+// The ranks send only the upper triangle of each (symmetric) curvature: the reduced multiclass
+// batch statistics [1, K q, K q] are the one-process ones, both triangles.
+TEST(DistBayesAgg, MulticlassBatchStatisticsSummedFromUpperTrianglesEqualOneProcess) {
+  const std::vector<TaskGroup> groups{TaskGroup(GroupType::multiclass, 4)};
+  const int64_t n = 37, d = 3;
+  at::Generator r = at::make_generator<at::CPUGeneratorImpl>(5);
+  const at::Tensor h = at::randn({n, d}, r, at::kFloat);
+  const Labels y{at::randint(4, {n}, r, at::kLong)};
+  const std::vector<Head> heads{{at::randn({4, d}, r, at::kFloat) * 0.3,
+                                 at::randn({4}, r, at::kFloat) * 0.1}};
+  BayesAgg one(groups, d);
+  const std::vector<GaussianPosterior> prior = one.full_data_posteriors(one.statistics(h, y, heads), heads);
+  const PosteriorStats want = one.aggregate(prior, h, y, heads).groups[0].batch_stats;
+  PosteriorStats got[2];
+  const auto errors = testing::run_ranks(2, 30.0, [&](DistGroup& group) {
+    const int64_t rank = group.rank(), begin = rank == 0 ? 0 : 20, end = rank == 0 ? 20 : n;
+    BayesAgg agg(groups, d);
+    agg.set_reducer([&group](const std::vector<at::Tensor>& t, const char* what) {
+      group.all_reduce(t, ReduceMode::sum, what);
+    });
+    got[rank] = agg.aggregate(prior, h.slice(0, begin, end), {y[0].slice(0, begin, end)}, heads)
+                    .groups[0].batch_stats;
+  });
+  for (const auto& e : errors) ASSERT_EQ(e, "");
+  for (const auto& g : got) {
+    ASSERT_EQ(g.curvature.sizes(), want.curvature.sizes());
+    EXPECT_EQ(g.count, want.count);
+    EXPECT_LE(relative(g.curvature, want.curvature), 1e-12);
+    EXPECT_LE(relative(g.rhs, want.rhs), 1e-12);
+    EXPECT_TRUE(at::equal(g.curvature, g.curvature.transpose(-1, -2)));
+  }
+}
+
 TEST(DistBayesAgg, CentreModeIsRefusedWithAReducer) {
   BayesAgg agg({TaskGroup(GroupType::binary, 2)}, 3, BayesAggOptions().centre(PosteriorCentre::mode));
   try {
