@@ -45,7 +45,9 @@ def delta_m(metrics, base):
 # reference's value).
 VARIANT = (("posterior", "newton"), ("refresh", "epoch"), ("noise", "fixed"),
            ("weighting", "precision"), ("scale", "average"))
-S_DEFAULTS = (("s-reg", 0.3), ("s-cls", 0.1), ("ls-epochs", 1))
+S_DEFAULTS = (("s-reg", 0.3), ("s-cls", 0.1), ("ls-epochs", 1), ("gamma-reg", 0.005),
+              ("gamma-cls", 0.005), ("mc-samples", 1024), ("rb-samples", 16),
+              ("binary-moments", "exact"), ("multiclass-moments", "rb"))
 
 
 def label(folder_name, config):
@@ -68,9 +70,16 @@ def load_runs(folder):
             continue
         with open(os.path.join(os.path.dirname(path), "config.json")) as f:
             config = json.load(f)
-        row = runs.setdefault(label(path.split(os.sep)[-3], config), [])
-        if all(r["seed"] != s["seed"] for r in row):  # one spec may be reachable by two names
+        name = label(path.split(os.sep)[-3], config)
+        row = runs.setdefault(name, [])
+        same_seed = [r for r in row if r["seed"] == s["seed"]]
+        if not same_seed:
             row.append(s)
+        elif same_seed[0]["test"] != s["test"]:
+            # Two different runs under one label: a setting the label does not show differs.
+            sys.exit(f"ablation_table: two different runs of seed {s['seed']} are both labelled "
+                     f"{name} ({path}); add the setting that tells them apart to S_DEFAULTS")
+        # else: one spec reachable by two names (the same run), counted once
     return runs
 
 
