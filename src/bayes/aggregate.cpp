@@ -3,13 +3,16 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+
 namespace bayesagg {
 
 Weighting parse_weighting(const std::string& name) {
   if (name == "precision") return Weighting::precision;
   if (name == "task") return Weighting::task;
   if (name == "snr") return Weighting::snr;
-  TORCH_CHECK(false, "unknown weighting '", name, "' (expected precision, task or snr)");
+  if (name == "family") return Weighting::family;
+  TORCH_CHECK(false, "unknown weighting '", name, "' (expected precision, task, snr or family)");
 }
 
 GradientScale parse_gradient_scale(const std::string& name) {
@@ -26,6 +29,7 @@ std::string to_string(Weighting weighting) {
   switch (weighting) {
     case Weighting::task: return "task";
     case Weighting::snr: return "snr";
+    case Weighting::family: return "family";
     case Weighting::precision: break;
   }
   return "precision";
@@ -78,23 +82,51 @@ at::Tensor aggregate(const std::vector<at::Tensor>& means,
   return num / den / static_cast<double>(means[0].size(0));
 }
 
+namespace {
+
+/// Per task (columns of the concatenated groups), 1 / the batch mean of its tempered variance;
+/// with `reducer` the whole batch's mean (the shards' sums and counts reduced).
+at::Tensor task_precisions(const at::Tensor& v, const TensorReducer& reducer) {
+  if (!reducer) return v.mean(at::IntArrayRef{0, 2}).reciprocal();  // [T]
+  at::Tensor sums = v.sum(at::IntArrayRef{0, 2}).to(at::kDouble).contiguous();  // [T]
+  at::Tensor count = at::full({1}, static_cast<double>(v.size(0) * v.size(2)), at::kDouble);
+  reducer({sums, count}, "BayesAgg-MTL's per-task variance sums");
+  return (count / sums).to(v.scalar_type());
+}
+
+}  // namespace
+
 at::Tensor aggregate_task_precision(const std::vector<at::Tensor>& means,
                                     const std::vector<at::Tensor>& tempered_vars,
                                     const TensorReducer& reducer) {
   check_pairs(means, tempered_vars);
   const at::Tensor mu = at::cat(means, 1);                                  // [B, T, d]
-  const at::Tensor v = at::cat(tempered_vars, 1);
-  at::Tensor prec;
-  if (reducer) {
-    // The whole batch's mean: sum over the shards' sums and element counts.
-    at::Tensor sums = v.sum(at::IntArrayRef{0, 2}).to(at::kDouble).contiguous();  // [T]
-    at::Tensor count = at::full({1}, static_cast<double>(v.size(0) * v.size(2)), at::kDouble);
-    reducer({sums, count}, "BayesAgg-MTL's per-task variance sums");
-    prec = (count / sums).to(v.scalar_type());
-  } else {
-    prec = v.mean(at::IntArrayRef{0, 2}).reciprocal();  // [T]
-  }
+  const at::Tensor prec = task_precisions(at::cat(tempered_vars, 1), reducer);
   const at::Tensor w = (prec / prec.sum()).view({1, -1, 1});
+  return (mu * w).sum(1) / static_cast<double>(mu.size(0));
+}
+
+at::Tensor aggregate_family_precision(const std::vector<at::Tensor>& means,
+                                      const std::vector<at::Tensor>& tempered_vars,
+                                      const std::vector<int64_t>& family,
+                                      const TensorReducer& reducer) {
+  check_pairs(means, tempered_vars);
+  const at::Tensor mu = at::cat(means, 1);                                  // [B, T, d]
+  const int64_t T = mu.size(1);
+  TORCH_CHECK(static_cast<int64_t>(family.size()) == T, "aggregate_family_precision: ",
+              family.size(), " family labels for ", T, " tasks");
+  if (std::all_of(family.begin(), family.end(), [&](int64_t f) { return f == family[0]; })) {
+    return aggregate_task_precision(means, tempered_vars, reducer);  // one loss: `task`, exactly
+  }
+  const at::Tensor prec = task_precisions(at::cat(tempered_vars, 1), reducer);
+  const at::Tensor fam = at::tensor(family, at::kLong);
+  TORCH_CHECK(fam.min().item<int64_t>() >= 0, "aggregate_family_precision: negative family");
+  const int64_t F = fam.max().item<int64_t>() + 1;
+  // Per family: the sum of its precisions and its task count; then each task's weight.
+  const at::Tensor sums = at::zeros({F}, prec.options()).index_add_(0, fam, prec);
+  const at::Tensor counts = at::zeros({F}, prec.options()).index_add_(0, fam, at::ones_like(prec));
+  const at::Tensor w = (prec / sums.index_select(0, fam) * counts.index_select(0, fam) /
+                        static_cast<double>(T)).view({1, -1, 1});
   return (mu * w).sum(1) / static_cast<double>(mu.size(0));
 }
 

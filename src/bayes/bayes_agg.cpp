@@ -406,6 +406,16 @@ Aggregation BayesAgg::aggregate(const std::vector<GaussianPosterior>& full_data,
       out.dL_dh = aggregate_task_precision(means, vars, tensor_reducer_);
       break;
     case Weighting::snr: out.dL_dh = aggregate_snr(means, raw); break;
+    case Weighting::family: {
+      std::vector<int64_t> family;
+      for (size_t g = 0; g < groups_.size(); ++g) {
+        for (int64_t t = 0; t < means[g].size(1); ++t) {
+          family.push_back(static_cast<int64_t>(groups_[g].type));
+        }
+      }
+      out.dL_dh = aggregate_family_precision(means, vars, family, tensor_reducer_);
+      break;
+    }
   }
   // Divided by the local rows above; the processes' shares sum to the whole batch's gradient.
   if (out.batch_size != h.size(0)) {

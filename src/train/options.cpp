@@ -429,11 +429,12 @@ const std::vector<SettingInfo>& train_settings() {
        "(normalised), or normalised times the geometric mean over all tasks, which differs from "
        "estimated only where losses mix (balanced) (default: the method's; bayesagg-reference: "
        "fixed)"},
-      {"weighting", "precision|task|snr",
+      {"weighting", "precision|task|snr|family",
        "BayesAgg-MTL: how the tasks' gradient moments combine: tempered precision per example "
-       "and dimension (precision, the reference), one precision weight per task (task), or "
-       "each mean shrunk by its signal-to-noise ratio and summed (snr) (default: the method's; "
-       "bayesagg-reference: precision)"},
+       "and dimension (precision, the reference), one precision weight per task (task), "
+       "each mean shrunk by its signal-to-noise ratio and summed (snr), or task's weights "
+       "normalised within each loss, each loss keeping its share of the tasks (family) "
+       "(default: the method's; bayesagg-reference: precision)"},
       {"scale", "average|sum",
        "BayesAgg-MTL: dL/dh as the weighted average over tasks (average, the reference) or T "
        "times it, the size of linear scalarisation's sum (sum) (default: the method's; "

@@ -198,6 +198,18 @@ TEST(Weightings, TaskAndSnrByHand) {
   EXPECT_NEAR(two[0][0].item<double>(), snr[0][0].item<double>() / 2, 1e-14);
   EXPECT_EQ(parse_weighting("snr"), Weighting::snr);
   EXPECT_THROW(parse_weighting("nope"), c10::Error);
+  // family: tasks 1 and 2 in one loss, task 3 (mean variance 1) alone in another. Within the
+  // first loss 2/3 and 1/3 of its share 2/3; the third task keeps its share 1/3.
+  const at::Tensor mu3 = at::tensor({-1.0, 2.0}, at::kDouble).view({1, 1, 2});
+  const at::Tensor v3 = at::tensor({0.5, 1.5}, at::kDouble).view({1, 1, 2});
+  const at::Tensor fam = aggregate_family_precision({mu1, mu2, mu3}, {v1, v2, v3}, {0, 0, 1});
+  EXPECT_NEAR(fam[0][0].item<double>(), 4.0 / 9 * 1.0 + 2.0 / 9 * 3.0 + 1.0 / 3 * -1.0, 1e-14);
+  EXPECT_NEAR(fam[0][1].item<double>(), 4.0 / 9 * -2.0 + 2.0 / 9 * 0.5 + 1.0 / 3 * 2.0, 1e-14);
+  // One loss: task's weights exactly.
+  EXPECT_TRUE(at::equal(aggregate_family_precision({mu1, mu2}, {v1, v2}, {1, 1}), task));
+  EXPECT_THROW(aggregate_family_precision({mu1, mu2}, {v1, v2}, {0}), c10::Error);
+  EXPECT_EQ(parse_weighting("family"), Weighting::family);
+  EXPECT_EQ(to_string(Weighting::family), "family");
 }
 
 namespace {

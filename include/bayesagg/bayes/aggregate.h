@@ -25,8 +25,13 @@ enum class Weighting {
   /// averaged over tasks: certain gradients pass whole, uncertain ones are damped, and nothing is
   /// renormalised across tasks.
   snr,
+  /// `task`'s weights normalised within each loss (regression outputs, binary tasks, multiclass
+  /// tasks), each loss keeping its share of the tasks (n_loss / T): precision decides between
+  /// tasks of one loss, never between losses whose variances are in different units. With one
+  /// loss it is `task`, exactly.
+  family,
 };
-/// `precision` / `task` / `snr`.
+/// `precision` / `task` / `snr` / `family`.
 Weighting parse_weighting(const std::string& name);
 std::string to_string(Weighting weighting);
 
@@ -66,6 +71,14 @@ at::Tensor aggregate(const std::vector<at::Tensor>& means,
 at::Tensor aggregate_task_precision(const std::vector<at::Tensor>& means,
                                     const std::vector<at::Tensor>& tempered_vars,
                                     const TensorReducer& reducer = {});
+
+/// `weighting = family`: as `aggregate_task_precision`, with `family[t]` (one entry per task
+/// column of the concatenated groups, values 0..F-1) the loss of task t; w_t = (n_f / T) p_t /
+/// sum_{u in f} p_u. One family gives `aggregate_task_precision`'s weights.
+at::Tensor aggregate_family_precision(const std::vector<at::Tensor>& means,
+                                      const std::vector<at::Tensor>& tempered_vars,
+                                      const std::vector<int64_t>& family,
+                                      const TensorReducer& reducer = {});
 
 /// dL/dh [B, d] = mean_t mu_t^3 / (mu_t^2 + max(v_t, floor)) / B, from per-group means and raw
 /// variances [B, T_g, d].
