@@ -15,6 +15,7 @@
 #include "bayesagg/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/serialize/archive.h>
 
@@ -199,13 +200,13 @@ TEST(DistTrainCli, GradDropOnTheRepresentationIsRefused) {
 /// BatchNorm statistics well conditioned.
 void write_random_cifar(const std::filesystem::path& root, int n_train, int n_test) {
   std::filesystem::create_directories(root / "cifar-100-binary");
-  at::manual_seed(17);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(17);
   for (const auto& [name, n] : {std::make_pair("train.bin", n_train), std::make_pair("test.bin", n_test)}) {
     std::string bytes;
     for (int r = 0; r < n; ++r) {
       bytes.push_back(static_cast<char>((r * 3) % 20));
       bytes.push_back(static_cast<char>((r * 11) % 100));
-      const at::Tensor pixels = at::randint(0, 256, {3072}, at::kByte);
+      const at::Tensor pixels = at::randint(0, 256, {3072}, gen, at::kByte);
       bytes.append(reinterpret_cast<const char*>(pixels.data_ptr<uint8_t>()), 3072);
     }
     bayesagg::write_file_atomic((root / "cifar-100-binary" / name).string(), bytes);

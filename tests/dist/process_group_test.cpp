@@ -2,6 +2,7 @@
 #include "run_ranks.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
@@ -43,14 +44,17 @@ TEST(DistGroup, AllReduceSumsAndAveragesThroughSeveralBuckets) {
 TEST(DistGroup, BroadcastCopiesRankZerosValues) {
   std::vector<at::Tensor> results[2];
   const auto errors = run_ranks(2, 30.0, [&](DistGroup& g) {
-    at::manual_seed(100 + g.rank());
-    std::vector<at::Tensor> p{at::randn({4, 3}), at::randn({7}, at::kDouble), at::randn({2})};
+    // One generator per rank (the ranks are threads: the global generator would be shared).
+    at::Generator r = at::make_generator<at::CPUGeneratorImpl>(100 + g.rank());
+    std::vector<at::Tensor> p{at::randn({4, 3}, r), at::randn({7}, r, at::kDouble),
+                              at::randn({2}, r)};
     g.broadcast(p, "parameters");
     results[g.rank()] = p;
   });
   ASSERT_EQ(errors, (std::vector<std::string>{"", ""}));
-  at::manual_seed(100);
-  const at::Tensor a = at::randn({4, 3}), b = at::randn({7}, at::kDouble), c = at::randn({2});
+  at::Generator r = at::make_generator<at::CPUGeneratorImpl>(100);
+  const at::Tensor a = at::randn({4, 3}, r), b = at::randn({7}, r, at::kDouble),
+                   c = at::randn({2}, r);
   for (const auto& p : results) {
     EXPECT_TRUE(at::equal(p[0], a));
     EXPECT_TRUE(at::equal(p[1], b));

@@ -7,6 +7,7 @@
 #include "run_ranks.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 #include <torch/nn/modules/batchnorm.h>
@@ -65,10 +66,10 @@ struct Batch {
   at::Tensor x, r1, r2;
 };
 Batch make_batch(int64_t n, int64_t c, int64_t h, int64_t w, at::ScalarType dtype) {
-  at::manual_seed(7);
-  const at::Tensor x = at::randn({n, c, h, w}, at::kDouble) * 0.5 + 3.0;
-  const at::Tensor r1 = at::randn({n, c, h, w}, at::kDouble);
-  const at::Tensor r2 = at::randn({n, c, h, w}, at::kDouble);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  const at::Tensor x = at::randn({n, c, h, w}, gen, at::kDouble) * 0.5 + 3.0;
+  const at::Tensor r1 = at::randn({n, c, h, w}, gen, at::kDouble);
+  const at::Tensor r2 = at::randn({n, c, h, w}, gen, at::kDouble);
   return {x.to(dtype), r1.to(dtype), r2.to(dtype)};
 }
 
@@ -160,9 +161,9 @@ TEST(SyncBatchNorm, InFloat32ItIsAccurateOnABatchWithATinyVarianceAgainstItsMean
   // The truth is BatchNorm2d in float64 on the same float32 inputs; the synchronised path sums
   // and normalises in float64 and rounds once, so it stays within float32 rounding, while
   // BatchNorm2d's float32 kernel loses more.
-  at::manual_seed(3);
-  const at::Tensor x = (at::randn({5, 3, 1, 1}, at::kDouble) * 1e-3 + 3.0).to(at::kFloat);
-  const at::Tensor r1 = at::randn({5, 3, 1, 1}), r2 = at::randn({5, 3, 1, 1});
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const at::Tensor x = (at::randn({5, 3, 1, 1}, gen, at::kDouble) * 1e-3 + 3.0).to(at::kFloat);
+  const at::Tensor r1 = at::randn({5, 3, 1, 1}, gen), r2 = at::randn({5, 3, 1, 1}, gen);
   torch::nn::BatchNorm2d exact(3);
   exact->to(at::kDouble);
   const BnResult truth =
@@ -227,8 +228,8 @@ TEST(SyncBatchNorm, ACifarCnnTrunkOnTwoRanksEqualsTheWholeBatch) {
   EXPECT_TRUE(MultiTaskModel({3, 32, 32}, groups, ModelOptions().trunk("resnet18")).has_batchnorm());
   EXPECT_FALSE(MultiTaskModel({3, 28, 28}, groups, ModelOptions().trunk("cnn")).has_batchnorm());
 
-  at::manual_seed(11);
-  const at::Tensor x = at::randn({5, 3, 27, 27}), r = at::randn({5, 6});
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  const at::Tensor x = at::randn({5, 3, 27, 27}, gen), r = at::randn({5, 6}, gen);
   // The objective sum(h · r) of the representation h [B, 6] (BatchNorm, then flatten).
   const auto run = [&](MultiTaskModel& model, int64_t begin, int64_t end) {
     const at::Tensor h = model.representation(x.slice(0, begin, end));
@@ -308,8 +309,8 @@ double gradient_error(const std::vector<at::Tensor>& a, const std::vector<at::Te
 // 20 BatchNorm layers, layer4's on 1×1 maps: rank 0's shard has one value per channel there.
 TEST(SyncBatchNorm, AResNet18TrunkOnTwoRanksEqualsTheWholeBatchInFloat64) {
   const auto options = ModelOptions().trunk("resnet18").representation_dim(6).seed(5);
-  at::manual_seed(11);
-  const at::Tensor x = at::randn({3, 3, 32, 32}, at::kDouble), r = at::randn({3, 6}, at::kDouble);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  const at::Tensor x = at::randn({3, 3, 32, 32}, gen, at::kDouble), r = at::randn({3, 6}, gen, at::kDouble);
   // The whole batch through the synchronised path with a one-process reducer (the layer's
   // float64 arithmetic is BatchNorm2d's to 1e-12, TwoRanksEqualTheWholeBatchInFloat64).
   MultiTaskModel whole_model({3, 32, 32}, {TaskGroup(GroupType::binary, 2, "b")}, options);
@@ -331,8 +332,8 @@ TEST(SyncBatchNorm, AResNet18TrunkOnTwoRanksIsAsAccurateAsBatchNorm2dInFloat32) 
   // without ranks differ by that much, no more.
   const auto options = ModelOptions().trunk("resnet18").representation_dim(6).seed(5);
   const std::vector<TaskGroup> groups{TaskGroup(GroupType::binary, 2, "b")};
-  at::manual_seed(11);
-  const at::Tensor x = at::randn({3, 3, 32, 32}), r = at::randn({3, 6});
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  const at::Tensor x = at::randn({3, 3, 32, 32}, gen), r = at::randn({3, 6}, gen);
   MultiTaskModel exact_model({3, 32, 32}, groups, options);
   exact_model.set_batchnorm_reducer([](const std::vector<at::Tensor>&, const char*) {});
   const auto exact =
