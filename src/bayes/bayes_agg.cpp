@@ -7,7 +7,6 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <algorithm>
-#include <utility>
 #include <cmath>
 #include <mutex>
 #include <ostream>
@@ -15,29 +14,33 @@
 namespace bayesagg {
 namespace {
 
-/// Linear indices (i n + j) of the upper triangle of an n x n matrix, diagonal included, and of
-/// the mirrored entries (j n + i).
-std::pair<at::Tensor, at::Tensor> upper_triangle_indices(int64_t n) {
-  const at::Tensor ij = at::triu_indices(n, n, 0, at::kLong);
-  return {ij[0] * n + ij[1], ij[1] * n + ij[0]};
-}
+/// The upper triangle of an n x n matrix, diagonal included: the linear indices (i n + j) of its
+/// entries and (j n + i) of their mirror images.
+struct UpperTriangle {
+  explicit UpperTriangle(int64_t size) : n(size) {
+    const at::Tensor ij = at::triu_indices(n, n, 0, at::kLong);
+    upper = ij[0] * n + ij[1];
+    mirror = ij[1] * n + ij[0];
+  }
+  int64_t n;
+  at::Tensor upper, mirror;
+};
 
 /// The upper triangles of the symmetric matrices [..., n, n], flattened to [..., n (n + 1) / 2]:
 /// what a data-parallel run sends of the posterior's curvature (half the bytes).
-at::Tensor upper_triangle(const at::Tensor& m) {
-  const int64_t n = m.size(-1);
-  return m.flatten(-2).index_select(-1, upper_triangle_indices(n).first).contiguous();
+at::Tensor upper_triangle(const at::Tensor& m, const UpperTriangle& t) {
+  return m.flatten(-2).index_select(-1, t.upper).contiguous();
 }
 
 /// The symmetric matrices [..., n, n] whose upper triangles are `packed` (`upper_triangle`'s
 /// inverse).
-at::Tensor from_upper_triangle(const at::Tensor& packed, int64_t n) {
-  const auto [upper, mirror] = upper_triangle_indices(n);
+at::Tensor from_upper_triangle(const at::Tensor& packed, const UpperTriangle& t) {
+  const int64_t n = t.n;
   std::vector<int64_t> shape = packed.sizes().vec();
   shape.back() = n * n;
   at::Tensor out = at::empty(shape, packed.options());
-  out.index_copy_(-1, mirror, packed);
-  out.index_copy_(-1, upper, packed);
+  out.index_copy_(-1, t.mirror, packed);
+  out.index_copy_(-1, t.upper, packed);
   shape.back() = n;
   shape.push_back(n);
   return out.view(shape);
@@ -462,7 +465,6 @@ void BayesAgg::estimate_noise(const std::vector<Head>& heads) {
   const Labels labels = previous_.labels();
   if (tensor_reducer_) {
     // The whole epoch's mean losses: the shards' sums and counts, summed, then floored.
-    constexpr double kNoiseFloor = 1e-4;  // task_noise's default
     const auto rows = static_cast<double>(previous_.size());
     std::vector<at::Tensor> sums;
     for (size_t g = 0; g < groups_.size(); ++g) {
@@ -474,7 +476,7 @@ void BayesAgg::estimate_noise(const std::vector<Head>& heads) {
     sums.push_back(count);
     tensor_reducer_(sums, "BayesAgg-MTL's noise estimates");
     const double total = count.item<double>();
-    for (size_t g = 0; g < groups_.size(); ++g) noise_[g] = (sums[g] / total).clamp_min(kNoiseFloor);
+    for (size_t g = 0; g < groups_.size(); ++g) noise_[g] = (sums[g] / total).clamp_min(kTaskNoiseFloor);
   } else {
     for (size_t g = 0; g < groups_.size(); ++g) {
       noise_[g] = task_noise(groups_[g], previous_.features(), labels[g], heads[g]);
@@ -527,10 +529,12 @@ void BayesAgg::gather_for_checkpoint(const TensorGatherer& gather) {
 void BayesAgg::reduce_statistics(std::vector<PosteriorStats>& stats, int64_t& rows,
                                  const char* what) const {
   std::vector<at::Tensor> parts;
+  std::vector<UpperTriangle> triangles;
   at::Tensor counts = at::empty({static_cast<int64_t>(stats.size()) + 1}, at::kLong);
   for (size_t g = 0; g < stats.size(); ++g) {
     // The curvature is symmetric: its upper triangle carries it in half the bytes.
-    parts.push_back(upper_triangle(stats[g].curvature));
+    triangles.emplace_back(stats[g].curvature.size(-1));
+    parts.push_back(upper_triangle(stats[g].curvature, triangles.back()));
     parts.push_back(stats[g].rhs);
     counts[static_cast<int64_t>(g)] = stats[g].count;
   }
@@ -538,7 +542,7 @@ void BayesAgg::reduce_statistics(std::vector<PosteriorStats>& stats, int64_t& ro
   parts.push_back(counts);
   tensor_reducer_(parts, what);
   for (size_t g = 0; g < stats.size(); ++g) {
-    stats[g].curvature = from_upper_triangle(parts[2 * g], stats[g].curvature.size(-1));
+    stats[g].curvature = from_upper_triangle(parts[2 * g], triangles[g]);
     stats[g].count = counts[static_cast<int64_t>(g)].item<int64_t>();
   }
   rows = counts[static_cast<int64_t>(stats.size())].item<int64_t>();

@@ -431,10 +431,10 @@ std::vector<at::Tensor> normalise_per_loss(const std::vector<TaskGroup>& groups,
     const std::optional<double> log_type =
         mean_log_noise(groups, noise, [type](const TaskGroup& g) { return g.type == type; });
     if (!log_type) continue;
-    // A single type: log_all and log_type are the same sum in the same order, the factor 1.
-    const double factor = std::exp((keep_overall_scale ? *log_all : 0.0) - *log_type);
+    // A single type: log_all and log_type are the same sum in the same order, the divisor 1.
+    const double divisor = std::exp(*log_type - (keep_overall_scale ? *log_all : 0.0));
     for (size_t g = 0; g < groups.size(); ++g) {
-      if (groups[g].type == type && noise[g].defined()) out[g] = noise[g] * factor;
+      if (groups[g].type == type && noise[g].defined()) out[g] = noise[g] / divisor;
     }
   }
   return out;

@@ -326,9 +326,7 @@ void TrainLoop::build_model_and_method() {
                 "--method ", o_.method(), " with --posterior mode is not data-parallel: the "
                 "mode's Newton iterations run on the data itself; use newton or head with several "
                 "ranks (docs/distributed.md)");
-    bayes->aggregator().set_reducer([this](const std::vector<at::Tensor>& t, const char* what) {
-      dist_->all_reduce(t, ReduceMode::sum, what);
-    });
+    bayes->aggregator().set_reducer(sum_over_ranks());
     bayes->aggregator().set_process(dist_->rank(), dist_->world_size());
   }
   wants_losses_after_ = method_->needs().count(Need::losses_after_step) > 0;
@@ -338,9 +336,7 @@ void TrainLoop::build_model_and_method() {
   if (batchnorm_ && dist_) {
     // Synchronised BatchNorm: the global batch's statistics (one all-reduce per layer forward,
     // one per backward pass through it).
-    model_->set_batchnorm_reducer([this](const std::vector<at::Tensor>& t, const char* what) {
-      dist_->all_reduce(t, ReduceMode::sum, what);
-    });
+    model_->set_batchnorm_reducer(sum_over_ranks());
   }
   shuffle_ = at::make_generator<at::CPUGeneratorImpl>(derive_seed(o_.seed(), 2));
   method_reduces_trunk_ = method_->needs().count(Need::shared_grads) > 0;
@@ -882,6 +878,12 @@ void TrainLoop::check_data_parallel() const {
   TORCH_CHECK(data_.val->size() >= world_size() && data_.test->size() >= world_size(),
               "evaluation is split over the ", world_size(), " ranks but the validation and "
               "test splits have ", data_.val->size(), " and ", data_.test->size(), " items");
+}
+
+TensorReducer TrainLoop::sum_over_ranks() {
+  return [this](const std::vector<at::Tensor>& t, const char* what) {
+    dist_->all_reduce(t, ReduceMode::sum, what);
+  };
 }
 
 void TrainLoop::gather_method_state() {

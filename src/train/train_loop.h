@@ -123,6 +123,8 @@ class TrainLoop {
   void check_data_parallel() const;
   /// With `--resume`: the run must continue on as many ranks as it ran on.
   void check_resumed_world_size() const;
+  /// The methods' and the model's reducer: sums tensors in place over the ranks.
+  TensorReducer sum_over_ranks();
   /// Before rank 0 checkpoints (a collective on every rank): gathers the method's rank-local
   /// state (BayesAgg-MTL's feature shards and Monte-Carlo generators) into rank 0's checkpoint.
   void gather_method_state();

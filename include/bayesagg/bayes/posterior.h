@@ -123,13 +123,17 @@ ModeResult posterior_mode(const TaskGroup& group, const GaussianPosterior& prior
                           const at::Tensor& phi, const ModeOptions& options = {},
                           const CholeskyOptions& cholesky = {}, int64_t chunk_rows = 4096);
 
+/// The smallest noise estimate `task_noise` returns by default (a task fitted perfectly must not
+/// get an infinite weight).
+constexpr double kTaskNoiseFloor = 1e-4;
+
 /// Per-task mean loss [T_g] of a head on (features, labels) (`task_losses`: regression the mean
 /// squared residual (w_k^T h_i + b_k - y_ik)^2 per output, binary BCE per task, multiclass
 /// cross-entropy), floored at `floor`, in float64. The noise estimate of `noise = estimated`:
 /// a regression output's observation noise variance, a classification task's likelihood
 /// temperature.
 at::Tensor task_noise(const TaskGroup& group, const at::Tensor& features, const at::Tensor& labels,
-                      const Head& head, double floor = 1e-4);
+                      const Head& head, double floor = kTaskNoiseFloor);
 
 /// `noise = normalised`: each group's noise estimates [T_g] (positive) divided by the geometric
 /// mean of the estimates of all tasks of the same group type (regression, binary, multiclass),
